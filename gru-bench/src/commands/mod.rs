@@ -1,0 +1,3 @@
+//! One module per subcommand of the `gru` command.
+
+pub mod run;
