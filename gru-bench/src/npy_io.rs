@@ -23,7 +23,10 @@ fn open(path: &Path) -> Result<npyz::NpyFile<std::io::Cursor<Vec<u8>>>, CliError
     let npy = npyz::NpyFile::new(std::io::Cursor::new(bytes))
         .map_err(|e| CliError::file(path, format!("not a valid .npy file: {e}")))?;
     if npy.order() != npyz::Order::C {
-        return Err(CliError::file(path, "Fortran-order arrays are not supported; save in C order"));
+        return Err(CliError::file(
+            path,
+            "Fortran-order arrays are not supported; save in C order",
+        ));
     }
     Ok(npy)
 }
@@ -44,7 +47,10 @@ pub fn read_f32(path: &Path, ndim: usize) -> Result<Array<f32>, CliError> {
     let npy = open(path)?;
     let dtype = dtype_of(&npy);
     if dtype != "<f4" {
-        return Err(CliError::file(path, format!("element type is {dtype}; expected float32 (<f4)")));
+        return Err(CliError::file(
+            path,
+            format!("element type is {dtype}; expected float32 (<f4)"),
+        ));
     }
     let shape = shape_of(&npy);
     if shape.len() != ndim {
@@ -65,10 +71,15 @@ pub fn read_lengths(path: &Path) -> Result<Array<i64>, CliError> {
     let dtype = dtype_of(&npy);
     let shape = shape_of(&npy);
     if shape.len() != 1 {
-        return Err(CliError::file(path, format!("has shape {shape:?}; expected [B]")));
+        return Err(CliError::file(
+            path,
+            format!("has shape {shape:?}; expected [B]"),
+        ));
     }
     let data = match dtype.as_str() {
-        "<i4" => npy.into_vec::<i32>().map(|v| v.into_iter().map(i64::from).collect()),
+        "<i4" => npy
+            .into_vec::<i32>()
+            .map(|v| v.into_iter().map(i64::from).collect()),
         "<i8" => npy.into_vec::<i64>(),
         _ => {
             return Err(CliError::file(
@@ -90,7 +101,12 @@ pub struct PendingOutputs {
 
 impl PendingOutputs {
     /// Writes `data` with `shape` to a temporary file beside `path`.
-    pub fn write_f32(&mut self, path: &Path, shape: &[usize], data: &[f32]) -> Result<(), CliError> {
+    pub fn write_f32(
+        &mut self,
+        path: &Path,
+        shape: &[usize],
+        data: &[f32],
+    ) -> Result<(), CliError> {
         let file_name = path
             .file_name()
             .ok_or_else(|| CliError::file(path, "is not a file name"))?;
@@ -119,7 +135,8 @@ impl PendingOutputs {
     pub fn commit(mut self) -> Result<(), CliError> {
         while let Some((temp, path)) = self.written.first().cloned() {
             // On failure the files not yet renamed, this one included, are removed by `drop`.
-            fs::rename(&temp, &path).map_err(|e| CliError::file(&path, format!("cannot write: {e}")))?;
+            fs::rename(&temp, &path)
+                .map_err(|e| CliError::file(&path, format!("cannot write: {e}")))?;
             self.written.remove(0);
         }
         Ok(())

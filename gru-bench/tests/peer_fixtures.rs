@@ -23,7 +23,11 @@ fn reference_matches_every_peer_fixture() {
 #[test]
 fn onnx_converter_matches_onnx_runtime_weights() {
     for case in sequence_cases().into_iter().filter(|c| c.has("W.npy")) {
-        let kind = if case.meta["cell"] == "lstm" { CellKind::Lstm } else { CellKind::Gru };
+        let kind = if case.meta["cell"] == "lstm" {
+            CellKind::Lstm
+        } else {
+            CellKind::Gru
+        };
         let model = case.model();
         let (w, r, b) = (case.f32("W.npy"), case.f32("R.npy"), case.f32("B.npy"));
         let d = model.config().num_directions();
@@ -65,13 +69,25 @@ fn seed_document_cell_matches_reference_on_converted_weights() {
     let expected = case.f32("expected_h.npy");
 
     let direct = concatenated_step(&concat, &x, &h);
-    assert!(scaled_error(&direct, &expected) <= 1e-6, "{direct:?} vs {expected:?}");
+    assert!(
+        scaled_error(&direct, &expected) <= 1e-6,
+        "{direct:?} vs {expected:?}"
+    );
 
     let weights = concat.to_layer_weights().unwrap();
     let mut via_reference = vec![0.0; 5];
-    gru_ref::gru_cell_step(&weights, GruVariant::ResetBefore, &x, &h, &mut via_reference);
+    gru_ref::gru_cell_step(
+        &weights,
+        GruVariant::ResetBefore,
+        &x,
+        &h,
+        &mut via_reference,
+    );
     let err = scaled_error(&via_reference, &expected);
-    assert!(err <= 1e-6, "reference on converted weights differs by {err:e}");
+    assert!(
+        err <= 1e-6,
+        "reference on converted weights differs by {err:e}"
+    );
 }
 
 /// One step written straight from the concatenated layout: `[h; x]` and `[r ⊙ h; x]`.
@@ -80,11 +96,17 @@ fn concatenated_step(c: &ConcatenatedGru, x: &[f32], h: &[f32]) -> Vec<f32> {
     let width = hidden + c.input_size;
     let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
     let affine = |m: &[f32], b: &[f32], j: usize, v: &[f64]| -> f64 {
-        m[j * width..(j + 1) * width].iter().zip(v).map(|(&w, &v)| f64::from(w) * v).sum::<f64>()
+        m[j * width..(j + 1) * width]
+            .iter()
+            .zip(v)
+            .map(|(&w, &v)| f64::from(w) * v)
+            .sum::<f64>()
             + f64::from(b[j])
     };
     let concat: Vec<f64> = h.iter().chain(x).map(|&v| f64::from(v)).collect();
-    let r: Vec<f64> = (0..hidden).map(|j| sigmoid(affine(&c.w_r, &c.b_r, j, &concat))).collect();
+    let r: Vec<f64> = (0..hidden)
+        .map(|j| sigmoid(affine(&c.w_r, &c.b_r, j, &concat)))
+        .collect();
     let reset: Vec<f64> = (0..hidden)
         .map(|j| r[j] * f64::from(h[j]))
         .chain(x.iter().map(|&v| f64::from(v)))

@@ -163,15 +163,20 @@ pub fn load_model(bytes: &[u8], prefix: Option<&str>, variant: GruVariant) -> Re
         }
     }
 
-    let weight_hh_0 = (0, false, Param::WeightHh);
     let name_of = |key: ParamKey| full_name(&prefix, key);
+    if params.is_empty() {
+        return Err(Error::MissingTensor {
+            tensor: name_of((0, false, Param::WeightIh)),
+        });
+    }
+    let weight_hh_0 = (0, false, Param::WeightHh);
     let (_, hh0) = params
         .get(&weight_hh_0)
         .ok_or_else(|| Error::MissingTensor {
             tensor: name_of(weight_hh_0),
         })?;
     let (kind, hidden) = match *hh0.shape() {
-        [rows, hidden] if hidden > 0 && rows % hidden == 0 => {
+        [rows, hidden] if hidden > 0 && rows.is_multiple_of(hidden) => {
             let kind = CellKind::from_gate_count(rows / hidden).ok_or_else(|| {
                 Error::UnexpectedTensor {
                     tensor: name_of(weight_hh_0),

@@ -104,7 +104,7 @@ impl Model {
         let first = layers
             .first()
             .ok_or_else(|| Error::Config("a model needs at least one layer".into()))?;
-        if layers.len() % directions != 0 {
+        if !layers.len().is_multiple_of(directions) {
             return Err(Error::Config(format!(
                 "a bidirectional model needs two weight sets per layer, got {}",
                 layers.len()

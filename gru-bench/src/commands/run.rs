@@ -58,11 +58,17 @@ fn load(options: &RunOptions) -> Result<Model, CliError> {
     if let Some(cell) = options.cell.filter(|&cell| cell != found) {
         return Err(CliError::file(
             &options.weights,
-            format!("holds {} weights but --cell {} was given", found.name(), cell.name()),
+            format!(
+                "holds {} weights but --cell {} was given",
+                found.name(),
+                cell.name()
+            ),
         ));
     }
     if found == CellKind::Lstm && options.variant.is_some() {
-        return Err(CliError("--variant applies to GRU models only; these weights are an LSTM".into()));
+        return Err(CliError(
+            "--variant applies to GRU models only; these weights are an LSTM".into(),
+        ));
     }
     Ok(model)
 }
@@ -73,7 +79,10 @@ fn read_state(path: &Path, expected: [usize; 3]) -> Result<Array<f32>, CliError>
     if state.shape != expected {
         return Err(CliError::file(
             path,
-            format!("has shape {:?}; expected [L·D, B, H] = {expected:?}", state.shape),
+            format!(
+                "has shape {:?}; expected [L·D, B, H] = {expected:?}",
+                state.shape
+            ),
         ));
     }
     Ok(state)
@@ -99,7 +108,10 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
     if config.cell == Cell::Lstm {
         // Nothing to check: c0 and --cn are allowed.
     } else if let Some(path) = options.c0.as_ref().or(options.cn.as_ref()) {
-        return Err(CliError::file(path, "a GRU has no cell state; --c0 and --cn need an LSTM"));
+        return Err(CliError::file(
+            path,
+            "a GRU has no cell state; --c0 and --cn need an LSTM",
+        ));
     }
 
     let input = read_f32(&options.input, 3)?;
@@ -109,7 +121,11 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
         (input.shape[0], input.shape[1])
     };
     if input.shape[2] != config.input_size {
-        let order = if options.batch_first { "[B, T, I]" } else { "[T, B, I]" };
+        let order = if options.batch_first {
+            "[B, T, I]"
+        } else {
+            "[T, B, I]"
+        };
         return Err(CliError::file(
             &options.input,
             format!(
@@ -119,36 +135,47 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
         ));
     }
     let state_shape = [config.num_states(), batch, config.hidden_size];
-    let h0 = options.h0.as_deref().map(|p| read_state(p, state_shape)).transpose()?;
-    let c0 = options.c0.as_deref().map(|p| read_state(p, state_shape)).transpose()?;
-    let lengths = match options.lengths.as_deref() {
-        None => None,
-        Some(path) => {
-            let lengths = read_lengths(path)?;
-            if lengths.shape != [batch] {
-                return Err(CliError::file(
-                    path,
-                    format!("has shape {:?}; expected [B] = [{batch}]", lengths.shape),
-                ));
-            }
-            let checked: Result<Vec<usize>, CliError> = lengths
-                .data
-                .iter()
-                .enumerate()
-                .map(|(b, &len)| {
-                    usize::try_from(len).ok().filter(|&l| l <= seq_len).ok_or_else(|| {
+    let h0 = options
+        .h0
+        .as_deref()
+        .map(|p| read_state(p, state_shape))
+        .transpose()?;
+    let c0 = options
+        .c0
+        .as_deref()
+        .map(|p| read_state(p, state_shape))
+        .transpose()?;
+    let lengths =
+        match options.lengths.as_deref() {
+            None => None,
+            Some(path) => {
+                let lengths = read_lengths(path)?;
+                if lengths.shape != [batch] {
+                    return Err(CliError::file(
+                        path,
+                        format!("has shape {:?}; expected [B] = [{batch}]", lengths.shape),
+                    ));
+                }
+                let checked: Result<Vec<usize>, CliError> =
+                    lengths
+                        .data
+                        .iter()
+                        .enumerate()
+                        .map(|(b, &len)| {
+                            usize::try_from(len).ok().filter(|&l| l <= seq_len).ok_or_else(|| {
                         CliError::file(
                             path,
                             format!("length {len} of batch entry {b} is outside 0..={seq_len}"),
                         )
                     })
-                })
-                .collect();
-            Some(checked?)
-        }
-    };
+                        })
+                        .collect();
+                Some(checked?)
+            }
+        };
 
-    let mut sequence = SequenceInput::new(&input.data, seq_len, batch).batch_first(options.batch_first);
+    let mut sequence =
+        SequenceInput::new(&input.data, seq_len, batch).batch_first(options.batch_first);
     sequence.h0 = h0.as_ref().map(|a| a.data.as_slice());
     sequence.c0 = c0.as_ref().map(|a| a.data.as_slice());
     sequence.lengths = lengths.as_deref();

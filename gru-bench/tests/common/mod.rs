@@ -41,12 +41,19 @@ impl Case {
     }
 
     pub fn f32(&self, name: &str) -> Vec<f32> {
-        read_f32(&self.file(name), ndim(&self.file(name))).unwrap().data
+        read_f32(&self.file(name), ndim(&self.file(name)))
+            .unwrap()
+            .data
     }
 
     pub fn lengths(&self) -> Option<Vec<usize>> {
         self.has("lengths.npy").then(|| {
-            read_lengths(&self.file("lengths.npy")).unwrap().data.iter().map(|&l| l as usize).collect()
+            read_lengths(&self.file("lengths.npy"))
+                .unwrap()
+                .data
+                .iter()
+                .map(|&l| l as usize)
+                .collect()
         })
     }
 
@@ -74,7 +81,11 @@ impl Case {
         let mut pairs = vec![("output", &out.output, self.f32("expected_output.npy"))];
         pairs.push(("h_n", &out.h_n, self.f32("expected_hn.npy")));
         if self.has("expected_cn.npy") {
-            pairs.push(("c_n", out.c_n.as_ref().unwrap(), self.f32("expected_cn.npy")));
+            pairs.push((
+                "c_n",
+                out.c_n.as_ref().unwrap(),
+                self.f32("expected_cn.npy"),
+            ));
         }
         for (name, got, expected) in pairs {
             let err = scaled_error(got, &expected);
@@ -95,7 +106,9 @@ pub fn scaled_error(got: &[f32], expected: &[f32]) -> f64 {
     if got.len() != expected.len() {
         return f64::NAN;
     }
-    let scale = expected.iter().fold(1.0f64, |m, &e| m.max(f64::from(e).abs()));
+    let scale = expected
+        .iter()
+        .fold(1.0f64, |m, &e| m.max(f64::from(e).abs()));
     let max_diff = got.iter().zip(expected).fold(0.0f64, |m, (&g, &e)| {
         let d = (f64::from(g) - f64::from(e)).abs();
         if d.is_nan() { f64::NAN } else { m.max(d) }
@@ -127,10 +140,18 @@ pub fn sequence_cases() -> Vec<Case> {
                 .filter_map(|l| l.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
-            Case { name: dir.file_name().unwrap().to_string_lossy().into_owned(), dir, meta }
+            Case {
+                name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+                dir,
+                meta,
+            }
         })
         .collect();
     cases.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(cases.len() >= 17, "expected the committed fixtures, found {}", cases.len());
+    assert!(
+        cases.len() >= 17,
+        "expected the committed fixtures, found {}",
+        cases.len()
+    );
     cases
 }
