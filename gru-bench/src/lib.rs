@@ -1,8 +1,9 @@
-//! The `gru` command's building blocks: the subcommands (`run`, and later `bench`,
-//! `accuracy`) and the `.npy` helpers. The binary in `main.rs` only parses arguments.
+//! The `gru` command's building blocks: the subcommands, the `.npy` helpers and the timing
+//! helpers. The binary in `main.rs` only parses arguments.
 
 pub mod commands;
 pub mod npy_io;
+pub mod timing;
 
 use std::fmt;
 use std::path::Path;

@@ -26,6 +26,25 @@ enum Command {
     /// float32 little-endian in C order; lengths are int32 or int64. On any error nothing is
     /// written.
     Run(RunArgs),
+    /// Error report of the vectorized sigmoid and tanh against f64 references, and their speed
+    /// against the scalar std functions. Exits nonzero if an accuracy bound is broken.
+    Accuracy(AccuracyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AccuracyArgs {
+    /// Check all 2^32 inputs (tens of seconds on all cores) instead of a sample.
+    #[arg(long)]
+    exhaustive: bool,
+    /// Without --exhaustive, check every S-th bit pattern.
+    #[arg(long, value_name = "S", default_value_t = 64)]
+    stride: u64,
+    /// Threads for the sweep [default: all cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Skip the speed comparison.
+    #[arg(long)]
+    no_speed: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -133,8 +152,21 @@ impl From<RunArgs> for RunOptions {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(warning) = gru_simd::simd_level().warning() {
+        eprintln!("{warning}");
+    }
     let result: Result<(), CliError> = match cli.command {
         Command::Run(args) => gru_bench::commands::run::run(&args.into()),
+        Command::Accuracy(args) => {
+            gru_bench::commands::accuracy::run(&gru_bench::commands::accuracy::AccuracyOptions {
+                exhaustive: args.exhaustive,
+                stride: args.stride,
+                threads: args
+                    .threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                skip_speed: args.no_speed,
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

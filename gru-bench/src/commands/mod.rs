@@ -1,3 +1,4 @@
 //! One module per subcommand of the `gru` command.
 
+pub mod accuracy;
 pub mod run;

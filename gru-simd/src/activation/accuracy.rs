@@ -207,10 +207,10 @@ impl Report {
         for x in next.range_violations {
             push_limited(&mut self.range_violations, x);
         }
-        if let (Some((_, last)), Some((first, _))) = (self.ends, next.ends) {
-            if first.1 < last.1 {
-                push_limited(&mut self.monotonicity_violations, (last.0, first.0));
-            }
+        if let (Some((_, last)), Some((first, _))) = (self.ends, next.ends)
+            && first.1 < last.1
+        {
+            push_limited(&mut self.monotonicity_violations, (last.0, first.0));
         }
         for v in next.monotonicity_violations {
             push_limited(&mut self.monotonicity_violations, v);

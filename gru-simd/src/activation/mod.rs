@@ -4,28 +4,31 @@
 //! # Method
 //!
 //! Both functions are built on one exponential, [`exp_bounded`]:
-//! `e^x = 2^k · e^r` with `k = round(x · log2 e)` and `r = x − k·ln 2 ∈ [−ln2/2, ln2/2]`,
-//! reduced in two steps (Cody–Waite): `LN2_HI = 355/512` has 9 significant bits, so `k·LN2_HI`
-//! and `x − k·LN2_HI` are exact, and `LN2_LO = ln 2 − LN2_HI` rounded to f32 carries the rest.
-//! `e^r = 1 + (r + r²·Q(r))` where `Q(r) = Σ_{n=2..7} r^(n−2)/n!` is the Taylor series cut
-//! after `r^7/7!`: the remainder is at most `|r|^8/8! · e^|r| ≤ 7.3e−9`, a relative error of
-//! 0.17 ulp at `e^r ≥ 0.707`. Evaluating `r + r²·Q` before adding 1 keeps the rounding noise of
-//! `Q` far below the step between neighbouring inputs, which is what makes the result monotone.
-//! `2^k` is assembled in the exponent bits (`k ∈ [−126, 127]`, guaranteed by the callers' clamps).
+//! `e^u = 2^k · e^r` with `k = round(u · log2 e)` and `r = u − k·ln 2 ∈ [−ln2/2, ln2/2]`.
+//! The rounding adds `1.5·2^23 + 127` (one FMA): the sum's low mantissa bits are then `k + 127`,
+//! which shifted into the exponent field give `2^k` with no float-to-int conversion. The
+//! reduction is Cody–Waite in two steps: `LN2_HI = 355/512` has 9 significant bits, so
+//! `k·LN2_HI` and `u − k·LN2_HI` are exact, and `LN2_LO = ln 2 − LN2_HI` (f32) carries the rest.
+//! `e^r = 1 + (r + r²·Q(r))` with `Q` of degree 4, fitted for minimal maximum relative error by
+//! `tools/fit_exp_polynomial.py` (Lawson's reweighted least squares on 20001 Chebyshev points):
+//! 0.064 ulp after rounding the coefficients to f32. Adding `r + r²·Q` to 1 last keeps the
+//! rounding noise of `Q` far below the step between neighbouring inputs, which keeps the
+//! result monotone.
 //!
-//! **sigmoid**: with `t = e^−|x|` (so `t ∈ (0, 1]`, never overflowing),
-//! `σ(x) = n / (1 + t)` with `n = 1` for `x ≥ 0` and `n = t` for `x < 0`. The sum `1 + t` is
-//! kept exactly as `d + d_lo` (Fast2Sum), the quotient `q = n · (1/d)` is corrected once with
-//! the exact residual `n − q·d − q·d_lo` (two FMAs), so the division contributes about half an
-//! ulp and the result is a monotone function of `t`. Inputs below −87.5 give 0: their true
-//! value is below `f32::MIN_POSITIVE` (1.0e−38 at −87.5).
+//! **sigmoid**: `σ(x) = 1 / (1 + e^−x)`, one correctly rounded division. Each step is monotone
+//! (the exponential, the rounded sum, the rounded quotient), so σ is. The argument `−x` is
+//! clamped to `[−87.33, 89]`: at −87.33 the exponential is still normal and σ already rounds
+//! to 1; from 88.38 on `2^k` is `+∞`, so `e^−x = ∞` and σ = 0 exactly (the true value there is
+//! below `f32::MIN_POSITIVE`, where the bound is absolute).
 //!
 //! **tanh**: odd, so computed on `a = |x|` and given the sign of `x` (exact ±0).
-//! For `a < 0.5493164` (just above atanh ½) `tanh a = a + a³·P(a²)` with `P` a degree-4
-//! polynomial fitted for minimal maximum relative error by `tools/fit_tanh_polynomial.py`
-//! (Lawson's reweighted least squares on 20001 Chebyshev points; 0.09 ulp after rounding the
-//! coefficients to f32). Above it, `tanh a = 1 − 2/(1 + e^(2a))` with `a` clamped to 9.5 (tanh
-//! rounds to 1 from 9.01 on); there `tanh a ≥ ½` so the subtraction loses nothing.
+//! For `a < 0.5493164` (just above atanh ½) `tanh a = a + a³·P(a²)` with `P` of degree 4,
+//! fitted the same way by `tools/fit_tanh_polynomial.py` (0.09 ulp with f32 coefficients).
+//! Above it `tanh a = 1 − 2/(1 + e^(2a))` with `2a` clamped to 19 (tanh rounds to 1 from 9.01
+//! on); there `tanh a ≥ ½`, so the subtraction loses nothing, and each step is monotone.
+//!
+//! NaN flows through unaided: `minps`/`maxps` return their second operand when either is NaN,
+//! and the clamps put the data there.
 //!
 //! # Accuracy
 //!
@@ -53,25 +56,26 @@ use wide::{f32x8, i32x8};
 
 const LN2_HI: f32 = 0.693_359_4; // 355/512 exactly
 const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − 355/512, rounded to f32
+/// `1.5·2^23 + 127`: adding it rounds to an integer and leaves `k + 127` in the low bits.
+const ROUND_AND_BIAS: f32 = 12_582_912.0 + 127.0;
 
-/// `1/n!` for n = 2..=7: the Taylor coefficients of `Q(r) = (e^r − 1 − r) / r²`.
-const INV_FACTORIAL: [f32; 6] = [
-    1.0 / 2.0,
-    1.0 / 6.0,
-    1.0 / 24.0,
-    1.0 / 120.0,
-    1.0 / 720.0,
-    1.0 / 5040.0,
+/// `Q(r) ≈ (e^r − 1 − r) / r²` on `[−ln2/2, ln2/2]`, lowest degree first.
+const EXP_Q: [f32; 5] = [
+    0.499_999_94,
+    0.166_665_21,
+    0.041_668_39,
+    0.008_368_71,
+    0.001_381_461_3,
 ];
 
-/// The sigmoid's argument clamp: `σ(−87.5) ≈ 1.0e−38 < f32::MIN_POSITIVE`, and `k` stays
-/// at least −126 in [`exp_bounded`].
-const SIGMOID_CUTOFF: f32 = 87.5;
+/// `−x` is clamped to `[SIGMOID_ARG_MIN, SIGMOID_ARG_MAX]` (see the module docs).
+const SIGMOID_ARG_MIN: f32 = -87.33;
+const SIGMOID_ARG_MAX: f32 = 89.0;
 /// Where tanh switches from the polynomial to the exponential form.
 const TANH_SWITCH: f32 = 0.549_316_4;
-/// tanh(x) rounds to 1 in f32 for x ≥ 9.01; clamping keeps `e^(2a)` finite.
-const TANH_CLAMP: f32 = 9.5;
-/// The polynomial `P(s)` of the small-argument tanh, `tanh a ≈ a + a³·P(a²)`, lowest first.
+/// tanh(x) rounds to 1 in f32 for x ≥ 9.01; clamping `2a` keeps `e^(2a)` finite.
+const TANH_TWICE_ARG_MAX: f32 = 19.0;
+/// `P(s) ≈ (tanh a − a) / a³` with `s = a²`, on `[0, TANH_SWITCH)`, lowest degree first.
 const TANH_P: [f32; 5] = [
     -0.333_333_16,
     0.133_325_93,
@@ -80,37 +84,38 @@ const TANH_P: [f32; 5] = [
     -0.006_279_393_6,
 ];
 
-/// `e^x` for `x ∈ [−87.5, 88.7]` (callers clamp): `k ∈ [−126, 127]` keeps `2^k` normal.
+/// Horner's scheme: `c[0] + x·(c[1] + x·(…))`.
 #[inline(always)]
-fn exp_bounded(x: f32x8) -> f32x8 {
-    let k = (x * f32x8::splat(std::f32::consts::LOG2_E)).round_ties_even();
-    let r = k.mul_neg_add(f32x8::splat(LN2_HI), x);
+fn polynomial(x: f32x8, coefficients: &[f32]) -> f32x8 {
+    let (last, rest) = coefficients.split_last().expect("at least one coefficient");
+    rest.iter().rev().fold(f32x8::splat(*last), |acc, &c| {
+        acc.mul_add(x, f32x8::splat(c))
+    })
+}
+
+/// `e^u` for `u ∈ [−87.33, 89]` (callers clamp): `k ∈ [−126, 128]`, where `k = 128` gives
+/// `2^k = +∞`.
+#[inline(always)]
+fn exp_bounded(u: f32x8) -> f32x8 {
+    let k_biased = u.mul_add(
+        f32x8::splat(std::f32::consts::LOG2_E),
+        f32x8::splat(ROUND_AND_BIAS),
+    );
+    let k = k_biased - f32x8::splat(ROUND_AND_BIAS);
+    let r = k.mul_neg_add(f32x8::splat(LN2_HI), u);
     let r = k.mul_neg_add(f32x8::splat(LN2_LO), r);
-    let mut q = f32x8::splat(INV_FACTORIAL[5]);
-    for &c in INV_FACTORIAL[..5].iter().rev() {
-        q = q.mul_add(r, f32x8::splat(c));
-    }
-    let expm1_r = (r * r).mul_add(q, r);
-    let scale: f32x8 = wide::bytemuck::cast((k.fast_round_int() + i32x8::splat(127)) << 23);
-    (expm1_r + f32x8::ONE) * scale
+    let expm1_r = (r * r).mul_add(polynomial(r, &EXP_Q), r);
+    let exponent: i32x8 = wide::bytemuck::cast(k_biased);
+    let two_to_k: f32x8 = wide::bytemuck::cast(exponent << 23);
+    (expm1_r + f32x8::ONE) * two_to_k
 }
 
 /// The logistic sigmoid `1 / (1 + e^−x)` of eight lanes. See the [module docs](self).
 #[inline(always)]
 pub fn sigmoid(x: f32x8) -> f32x8 {
-    let t = exp_bounded(-x.abs().fast_min(f32x8::splat(SIGMOID_CUTOFF)));
-    let d = f32x8::ONE + t;
-    let d_lo = (f32x8::ONE - d) + t; // exact: 1 ≥ t (Fast2Sum)
-    let n = x.simd_ge(f32x8::ZERO).select(f32x8::ONE, t);
-    let recip = f32x8::ONE / d;
-    let q = n * recip;
-    let residual = q.mul_neg_add(d, n);
-    let residual = q.mul_neg_add(d_lo, residual);
-    let y = residual.mul_add(recip, q);
-    let y = x
-        .simd_lt(f32x8::splat(-SIGMOID_CUTOFF))
-        .select(f32x8::ZERO, y);
-    x.is_nan().select(x, y)
+    // Operand order matters: a NaN `x` must be the second operand of both clamps.
+    let arg = f32x8::splat(SIGMOID_ARG_MAX).fast_min(f32x8::splat(SIGMOID_ARG_MIN).fast_max(-x));
+    f32x8::ONE / (f32x8::ONE + exp_bounded(arg))
 }
 
 /// The hyperbolic tangent of eight lanes. See the [module docs](self).
@@ -118,16 +123,11 @@ pub fn sigmoid(x: f32x8) -> f32x8 {
 pub fn tanh(x: f32x8) -> f32x8 {
     let a = x.abs();
     let s = a * a;
-    let mut p = f32x8::splat(TANH_P[4]);
-    for &c in TANH_P[..4].iter().rev() {
-        p = p.mul_add(s, f32x8::splat(c));
-    }
-    let small = (a * s).mul_add(p, a);
-    let e = exp_bounded(f32x8::splat(2.0) * a.fast_min(f32x8::splat(TANH_CLAMP)));
+    let small = (a * s).mul_add(polynomial(s, &TANH_P), a);
+    let e = exp_bounded(f32x8::splat(TANH_TWICE_ARG_MAX).fast_min(a + a));
     let large = f32x8::ONE - f32x8::splat(2.0) / (f32x8::ONE + e);
     let magnitude = a.simd_lt(f32x8::splat(TANH_SWITCH)).select(small, large);
-    let y = magnitude | (x & f32x8::splat(-0.0));
-    x.is_nan().select(x, y)
+    magnitude | (x & f32x8::splat(-0.0))
 }
 
 /// Applies `f` to every element of `xs` in place, eight at a time; the tail goes through a
