@@ -2,7 +2,7 @@
 //!
 //! - [`activation`]: vectorized sigmoid and tanh on `wide::f32x8`, with their accuracy
 //!   measurement;
-//! - [`simd_level`]: the instruction set this build targets and what the CPU offers.
+//! - [`simd_level()`](simd_level()): the instruction set this build targets and what the CPU offers.
 
 pub mod activation;
 pub mod simd_level;

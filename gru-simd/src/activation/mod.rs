@@ -3,7 +3,7 @@
 //!
 //! # Method
 //!
-//! Both functions are built on one exponential, [`exp_bounded`]:
+//! Both functions are built on one exponential:
 //! `e^u = 2^k · e^r` with `k = round(u · log2 e)` and `r = u − k·ln 2 ∈ [−ln2/2, ln2/2]`.
 //! The rounding adds `1.5·2^23 + 127` (one FMA): the sum's low mantissa bits are then `k + 127`,
 //! which shifted into the exponent field give `2^k` with no float-to-int conversion. The
