@@ -1,6 +1,9 @@
 //! The `gru` command: `gru run` (inference on a safetensors model and a `.npy` input), with
 //! `gru bench` and `gru accuracy` alongside.
 
+// The doc comments below are the command's help text, where `[T, B, I]` is a shape, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
