@@ -1,10 +1,31 @@
 //! Fast CPU kernels for GRU and LSTM inference.
 //!
-//! - [`activation`]: vectorized sigmoid and tanh on `wide::f32x8`, with their accuracy
-//!   measurement;
-//! - [`simd_level()`](simd_level()): the instruction set this build targets and what the CPU offers.
+//! The shape of the code follows the algorithm:
+//! - [`packing`]: weights packed once into 8-unit panels with the gates interleaved;
+//! - [`projection`]: the input projection of a whole chunk of steps as one GEMM;
+//! - [`microkernel`]: the register-tiled recurrent product over prepacked panels;
+//! - [`epilogue`]: each cell's gate math applied to a tile still in registers;
+//! - [`tiles`]: the loop nest that feeds tiles to the microkernel;
+//! - [`step`]: one step of one layer for a range of rows and panels;
+//! - [`sequence`]: the driver over layers, directions and chunks of time ([`SimdModel`]);
+//! - [`stream`]: one step at a time with the state carried ([`Stream`]);
+//! - [`threading`]: the worker pool, the barrier, and how work is split;
+//! - [`activation`]: vectorized sigmoid and tanh, with their accuracy measurement;
+//! - [`simd_level()`](simd_level()): the instruction set this build targets and what the CPU
+//!   offers.
 
 pub mod activation;
+pub mod epilogue;
+pub mod microkernel;
+pub mod packing;
+pub mod projection;
+pub mod sequence;
 pub mod simd_level;
+pub mod step;
+pub mod stream;
+pub mod threading;
+pub mod tiles;
 
+pub use sequence::{Gru, Lstm, SimdModel};
 pub use simd_level::{SimdLevel, SimdSupport, simd_level};
+pub use stream::Stream;

@@ -1,0 +1,362 @@
+//! Gate epilogues: what each cell does with a finished tile while it is still in registers —
+//! add the projected input and biases, apply sigmoid and tanh, blend into the new state.
+//!
+//! An epilogue also chooses each accumulator's starting value, so that additions which do not
+//! depend on the product (the projected input, `b_hn`) cost nothing inside the k loop.
+//! Rows that are past their sequence length keep their state.
+
+use wide::f32x8;
+
+use crate::activation::{sigmoid, tanh};
+use crate::threading::SharedVectors;
+
+/// What a tile of `G` interleaved gates starts from and how it is finished.
+pub trait TileEpilogue<const G: usize>: Sync {
+    /// The accumulators' starting values for (`row`, `panel`).
+    fn init(&self, row: usize, panel: usize) -> [f32x8; G];
+    /// Finishes (`row`, `panel`) from its accumulators and stores the results.
+    fn finish(&self, row: usize, panel: usize, acc: [f32x8; G]);
+}
+
+/// Buffers every epilogue of one step reads. Rows are `panels` vectors apart in the states
+/// and `gates·panels` apart in the projection.
+#[derive(Clone, Copy)]
+pub struct StepInputs<'a> {
+    /// The projected input of this step's rows (biases folded in).
+    pub projection: &'a [f32x8],
+    /// Whether each row is inside its sequence at this step.
+    pub active: &'a [bool],
+    /// The state before this step.
+    pub h_prev: &'a [f32x8],
+    /// Panels per row.
+    pub panels: usize,
+    /// Gates per unit in the projection.
+    pub gates: usize,
+}
+
+impl StepInputs<'_> {
+    #[inline(always)]
+    fn projected(&self, row: usize, panel: usize, gate: usize) -> f32x8 {
+        self.projection[(row * self.panels + panel) * self.gates + gate]
+    }
+
+    #[inline(always)]
+    fn state(&self, row: usize, panel: usize) -> (usize, f32x8) {
+        let index = row * self.panels + panel;
+        (index, self.h_prev[index])
+    }
+}
+
+/// `h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)`.
+#[inline(always)]
+fn blend(z: f32x8, n: f32x8, h: f32x8) -> f32x8 {
+    (h - n).mul_add(z, n)
+}
+
+/// GRU, reset-after: gates r, z, n; `n = tanh(x_n + r ⊙ (W_hn h + b_hn))`.
+pub struct GruResetAfter<'a> {
+    /// The step's inputs.
+    pub step: StepInputs<'a>,
+    /// `b_hn` per panel.
+    pub hn_bias: &'a [f32x8],
+    /// Where the new state goes.
+    pub h_next: &'a SharedVectors,
+}
+
+impl TileEpilogue<3> for GruResetAfter<'_> {
+    #[inline(always)]
+    fn init(&self, row: usize, panel: usize) -> [f32x8; 3] {
+        [
+            self.step.projected(row, panel, 0),
+            self.step.projected(row, panel, 1),
+            self.hn_bias[panel],
+        ]
+    }
+
+    #[inline(always)]
+    fn finish(&self, row: usize, panel: usize, [r, z, hn]: [f32x8; 3]) {
+        let (index, h) = self.step.state(row, panel);
+        let h_new = if self.step.active[row] {
+            let n = tanh(sigmoid(r).mul_add(hn, self.step.projected(row, panel, 2)));
+            blend(sigmoid(z), n, h)
+        } else {
+            h
+        };
+        // SAFETY: each (row, panel) belongs to exactly one tile of one worker in a step, and
+        // `h_next` is read only after the step's barrier.
+        unsafe { self.h_next.write(index, h_new) };
+    }
+}
+
+/// GRU, reset-before, first half: gates r and z; stores `z` and `r ⊙ h` for the second half.
+pub struct GruResetBeforeGates<'a> {
+    /// The step's inputs.
+    pub step: StepInputs<'a>,
+    /// Where `z` goes.
+    pub z: &'a SharedVectors,
+    /// Where `r ⊙ h` goes: the input of the `n` product.
+    pub reset_state: &'a SharedVectors,
+}
+
+impl TileEpilogue<2> for GruResetBeforeGates<'_> {
+    #[inline(always)]
+    fn init(&self, row: usize, panel: usize) -> [f32x8; 2] {
+        [
+            self.step.projected(row, panel, 0),
+            self.step.projected(row, panel, 1),
+        ]
+    }
+
+    #[inline(always)]
+    fn finish(&self, row: usize, panel: usize, [r, z]: [f32x8; 2]) {
+        let (index, h) = self.step.state(row, panel);
+        // SAFETY: each (row, panel) belongs to one tile of one worker; both buffers are read
+        // only after the barrier that ends this half of the step.
+        unsafe {
+            self.z.write(index, sigmoid(z));
+            self.reset_state.write(index, sigmoid(r) * h);
+        }
+    }
+}
+
+/// GRU, reset-before, second half: `n = tanh(x_n + W_hn (r ⊙ h) + b_hn)` and the blend.
+pub struct GruResetBeforeCandidate<'a> {
+    /// The step's inputs.
+    pub step: StepInputs<'a>,
+    /// `z` from the first half.
+    pub z: &'a [f32x8],
+    /// Where the new state goes.
+    pub h_next: &'a SharedVectors,
+}
+
+impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
+    #[inline(always)]
+    fn init(&self, row: usize, panel: usize) -> [f32x8; 1] {
+        [self.step.projected(row, panel, 2)]
+    }
+
+    #[inline(always)]
+    fn finish(&self, row: usize, panel: usize, [n]: [f32x8; 1]) {
+        let (index, h) = self.step.state(row, panel);
+        let h_new = if self.step.active[row] {
+            blend(self.z[index], tanh(n), h)
+        } else {
+            h
+        };
+        // SAFETY: as for `GruResetAfter`: one writer per (row, panel), read after the barrier.
+        unsafe { self.h_next.write(index, h_new) };
+    }
+}
+
+/// LSTM: gates i, f, g, o; `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`, `c` updated in place.
+pub struct Lstm<'a> {
+    /// The step's inputs.
+    pub step: StepInputs<'a>,
+    /// The cell state, read and written by the tile that owns each (row, panel).
+    pub c: &'a SharedVectors,
+    /// Where the new hidden state goes.
+    pub h_next: &'a SharedVectors,
+}
+
+impl TileEpilogue<4> for Lstm<'_> {
+    #[inline(always)]
+    fn init(&self, row: usize, panel: usize) -> [f32x8; 4] {
+        std::array::from_fn(|g| self.step.projected(row, panel, g))
+    }
+
+    #[inline(always)]
+    fn finish(&self, row: usize, panel: usize, [i, f, g, o]: [f32x8; 4]) {
+        let (index, h) = self.step.state(row, panel);
+        if !self.step.active[row] {
+            // SAFETY: one writer per (row, panel), read after the barrier.
+            unsafe { self.h_next.write(index, h) };
+            return;
+        }
+        // SAFETY: this tile is the only reader and writer of `c[index]` in the whole step.
+        let c = unsafe { self.c.read(index..index + 1)[0] };
+        let c_new = sigmoid(f).mul_add(c, sigmoid(i) * tanh(g));
+        // SAFETY: as above for `c`; `h_next` has one writer per (row, panel).
+        unsafe {
+            self.c.write(index, c_new);
+            self.h_next.write(index, sigmoid(o) * tanh(c_new));
+        }
+    }
+}
+
+/// The projection of one step computed by tiles (the streaming step): stores `b + W_ih x`.
+pub struct Projection<'a, const G: usize> {
+    /// The projection's bias, `G·panels` vectors.
+    pub bias: &'a [f32x8],
+    /// Panels per row.
+    pub panels: usize,
+    /// Where the projection goes, `G·panels` vectors per row.
+    pub out: &'a SharedVectors,
+}
+
+impl<const G: usize> TileEpilogue<G> for Projection<'_, G> {
+    #[inline(always)]
+    fn init(&self, _row: usize, panel: usize) -> [f32x8; G] {
+        std::array::from_fn(|g| self.bias[panel * G + g])
+    }
+
+    #[inline(always)]
+    fn finish(&self, row: usize, panel: usize, acc: [f32x8; G]) {
+        let base = (row * self.panels + panel) * G;
+        for (g, value) in acc.into_iter().enumerate() {
+            // SAFETY: one writer per (row, panel); read by the same worker's recurrent tiles
+            // of the same panels, or after a barrier.
+            unsafe { self.out.write(base + g, value) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    fn lanes(f: impl Fn(usize) -> f32) -> f32x8 {
+        f32x8::from(std::array::from_fn(f))
+    }
+
+    fn close(got: f32x8, want: impl Fn(usize) -> f64) {
+        for (u, &g) in got.to_array().iter().enumerate() {
+            assert!(
+                (f64::from(g) - want(u)).abs() < 1e-6,
+                "lane {u}: {g} vs {}",
+                want(u)
+            );
+        }
+    }
+
+    #[test]
+    fn reset_after_follows_the_equations() {
+        let v = |s: f32| lanes(move |u| ((u as f32 + s) * 0.77).sin() * 2.0);
+        let (x_r, x_z, x_n, hr, hz, hn, h, b_hn) = (
+            v(1.0),
+            v(2.0),
+            v(3.0),
+            v(4.0),
+            v(5.0),
+            v(6.0),
+            v(7.0),
+            v(8.0),
+        );
+        let projection = [x_r, x_z, x_n];
+        let h_next = SharedVectors::zeros(1);
+        let epi = GruResetAfter {
+            step: StepInputs {
+                projection: &projection,
+                active: &[true],
+                h_prev: &[h],
+                panels: 1,
+                gates: 3,
+            },
+            hn_bias: &[b_hn],
+            h_next: &h_next,
+        };
+        let [r0, z0, n0] = epi.init(0, 0);
+        assert_eq!(
+            (r0.to_array(), z0.to_array(), n0.to_array()),
+            (x_r.to_array(), x_z.to_array(), b_hn.to_array())
+        );
+        epi.finish(0, 0, [r0 + hr, z0 + hz, n0 + hn]);
+        let f = |a: f32x8, u: usize| f64::from(a.to_array()[u]);
+        // SAFETY: single-threaded test.
+        let got = unsafe { h_next.read(0..1)[0] };
+        close(got, |u| {
+            let r = sig(f(x_r, u) + f(hr, u));
+            let z = sig(f(x_z, u) + f(hz, u));
+            let n = (f(x_n, u) + r * (f(hn, u) + f(b_hn, u))).tanh();
+            (1.0 - z) * n + z * f(h, u)
+        });
+    }
+
+    #[test]
+    fn lstm_follows_the_equations_and_inactive_rows_keep_state() {
+        let v = |s: f32| lanes(move |u| ((u as f32 + s) * 0.53).cos() * 3.0);
+        let projection = [
+            v(1.0),
+            v(2.0),
+            v(3.0),
+            v(4.0),
+            v(1.5),
+            v(2.5),
+            v(3.5),
+            v(4.5),
+        ];
+        let h_prev = [v(5.0), v(6.0)];
+        let c = SharedVectors::zeros(2);
+        let h_next = SharedVectors::zeros(2);
+        let epi = Lstm {
+            step: StepInputs {
+                projection: &projection,
+                active: &[true, false],
+                h_prev: &h_prev,
+                panels: 1,
+                gates: 4,
+            },
+            c: &c,
+            h_next: &h_next,
+        };
+        for row in 0..2 {
+            epi.finish(row, 0, epi.init(row, 0));
+        }
+        let f = |a: f32x8, u: usize| f64::from(a.to_array()[u]);
+        // SAFETY: single-threaded test.
+        let (h, c_now) = unsafe { (h_next.read(0..2), c.read(0..2)) };
+        close(c_now[0], |u| {
+            sig(f(projection[0], u)) * (f(projection[2], u)).tanh()
+        });
+        close(h[0], |u| {
+            sig(f(projection[3], u))
+                * (sig(f(projection[0], u)) * f(projection[2], u).tanh()).tanh()
+        });
+        assert_eq!(h[1].to_array(), h_prev[1].to_array());
+        assert_eq!(c_now[1].to_array(), [0.0; 8]);
+    }
+
+    #[test]
+    fn reset_before_halves_compose() {
+        let v = |s: f32| lanes(move |u| ((u as f32 + s) * 0.31).sin());
+        let (x_r, x_z, x_n, h) = (v(1.0), v(2.0), v(3.0), v(4.0));
+        let projection = [x_r, x_z, x_n];
+        let (z, reset_state, h_next) = (
+            SharedVectors::zeros(1),
+            SharedVectors::zeros(1),
+            SharedVectors::zeros(1),
+        );
+        let step = StepInputs {
+            projection: &projection,
+            active: &[true],
+            h_prev: &[h],
+            panels: 1,
+            gates: 3,
+        };
+        let gates = GruResetBeforeGates {
+            step,
+            z: &z,
+            reset_state: &reset_state,
+        };
+        gates.finish(0, 0, gates.init(0, 0)); // W_hr h = W_hz h = 0
+        // SAFETY: single-threaded test.
+        let z_now = unsafe { z.read(0..1) };
+        let candidate = GruResetBeforeCandidate {
+            step,
+            z: z_now,
+            h_next: &h_next,
+        };
+        candidate.finish(0, 0, candidate.init(0, 0)); // W_hn (r ⊙ h) = 0
+        let f = |a: f32x8, u: usize| f64::from(a.to_array()[u]);
+        // SAFETY: single-threaded test.
+        let (got, rh) = unsafe { (h_next.read(0..1)[0], reset_state.read(0..1)[0]) };
+        close(rh, |u| sig(f(x_r, u)) * f(h, u));
+        close(got, |u| {
+            let zz = sig(f(x_z, u));
+            (1.0 - zz) * f(x_n, u).tanh() + zz * f(h, u)
+        });
+    }
+}

@@ -1,0 +1,313 @@
+//! Packing a layer's weights, once, into the layouts the kernels stream.
+//!
+//! Hidden units are grouped in *panels* of 8 (one `f32x8` lane each); the hidden size is padded
+//! to `Hp = 8·⌈H/8⌉` with zero weights. Within a panel the gates are interleaved, so that one
+//! register tile holds every gate of its 8 units and the epilogue can finish them at once:
+//!
+//! - **input weights** (`W_ih`), k-major: `[I, G·Hp]` row-major, column `p·G·8 + g·8 + u` being
+//!   gate `g` of unit `8p + u`. This is the `B` matrix of the input-projection GEMM
+//!   (`matrixmultiply`), and the streaming step reads it panel by panel with a row stride.
+//! - **recurrent weights** (`W_hh`), panel-contiguous: panel `p` is `[H, G', 8]` (k, gate, unit),
+//!   one unbroken stream per panel so each thread's share stays hot in its own cache.
+//!   ResetAfter GRU and LSTM use one pack of all gates; ResetBefore GRU uses two, `[r, z]` and
+//!   `[n]`, because its `n` product needs `r ⊙ h` of every unit first.
+//! - **biases**: every bias that is simply added is folded into the projection's bias
+//!   (`b_ih + b_hh`); only ResetAfter's `b_hn` stays apart, since `r` multiplies it.
+//!
+//! Packed weights take the original weights' memory plus the padding to 8 units.
+
+use gru_core::cell::gru_gate;
+use gru_core::{Cell, GruVariant, LayerWeights};
+use wide::f32x8;
+
+/// Lanes per SIMD vector: the width of a panel.
+pub const LANES: usize = 8;
+
+/// Recurrent weights of some gates, panel-contiguous.
+#[derive(Debug, Clone)]
+pub struct RecurrentPack {
+    /// Gates in this pack, as PyTorch gate indices, in interleaved order.
+    gates: Vec<usize>,
+    /// `panels × H × gates` vectors.
+    data: Vec<f32x8>,
+    /// `H`: the length of each panel's k dimension.
+    k_len: usize,
+}
+
+impl RecurrentPack {
+    fn new(w: &LayerWeights, gates: &[usize]) -> Self {
+        let hidden = w.hidden_size();
+        let panels = hidden.div_ceil(LANES);
+        let mut data = vec![f32x8::ZERO; panels * hidden * gates.len()];
+        for (p, panel) in data.chunks_exact_mut(hidden * gates.len()).enumerate() {
+            for k in 0..hidden {
+                for (slot, &gate) in gates.iter().enumerate() {
+                    let lanes: [f32; LANES] = std::array::from_fn(|u| {
+                        let unit = p * LANES + u;
+                        if unit < hidden {
+                            w.w_hh_row(gate, unit)[k]
+                        } else {
+                            0.0
+                        }
+                    });
+                    panel[k * gates.len() + slot] = f32x8::from(lanes);
+                }
+            }
+        }
+        Self {
+            gates: gates.to_vec(),
+            data,
+            k_len: hidden,
+        }
+    }
+
+    /// Number of gates `G'` interleaved in each panel.
+    pub fn gate_count(&self) -> usize {
+        self.gates.len()
+    }
+
+    /// The packed vectors.
+    pub fn data(&self) -> &[f32x8] {
+        &self.data
+    }
+
+    /// Index of the first vector of panel `p`.
+    pub fn panel_start(&self, p: usize) -> usize {
+        p * self.k_len * self.gates.len()
+    }
+
+    /// Length of each panel's k dimension, `H`.
+    pub fn k_len(&self) -> usize {
+        self.k_len
+    }
+
+    /// Vectors from one k to the next within a panel.
+    pub fn k_stride(&self) -> usize {
+        self.gates.len()
+    }
+}
+
+/// One layer and direction, packed for the SIMD kernels.
+#[derive(Debug, Clone)]
+pub struct PackedLayer {
+    cell: Cell,
+    input_size: usize,
+    hidden_size: usize,
+    /// `[I, G·Hp]` row-major as vectors (`I × G·panels`).
+    w_ih: Vec<f32x8>,
+    /// Bias of the projection, `[G·Hp]` interleaved (`G·panels` vectors).
+    projection_bias: Vec<f32x8>,
+    /// ResetAfter's `b_hn` per panel; empty for the other cells.
+    hn_bias: Vec<f32x8>,
+    /// All gates (ResetAfter, LSTM) or `[r, z]` (ResetBefore).
+    recurrent: RecurrentPack,
+    /// `[n]` for ResetBefore.
+    recurrent_n: Option<RecurrentPack>,
+}
+
+impl PackedLayer {
+    /// Packs `w` for `cell` (whose family must match the weights').
+    pub fn new(w: &LayerWeights, cell: Cell) -> Self {
+        debug_assert_eq!(w.kind(), cell.kind());
+        let (input, hidden) = (w.input_size(), w.hidden_size());
+        let gates = cell.gate_count();
+        let panels = hidden.div_ceil(LANES);
+        let unit_lanes = |p: usize, f: &dyn Fn(usize) -> f32| -> f32x8 {
+            f32x8::from(std::array::from_fn::<f32, LANES, _>(|u| {
+                let unit = p * LANES + u;
+                if unit < hidden { f(unit) } else { 0.0 }
+            }))
+        };
+        let mut w_ih = Vec::with_capacity(input * gates * panels);
+        for k in 0..input {
+            for p in 0..panels {
+                for g in 0..gates {
+                    w_ih.push(unit_lanes(p, &|unit| w.w_ih_row(g, unit)[k]));
+                }
+            }
+        }
+        let reset_after = cell == Cell::Gru(GruVariant::ResetAfter);
+        let mut projection_bias = Vec::with_capacity(gates * panels);
+        for p in 0..panels {
+            for g in 0..gates {
+                let b_hh_folds = !(reset_after && g == gru_gate::N);
+                projection_bias.push(unit_lanes(p, &|unit| {
+                    w.b_ih_at(g, unit) + if b_hh_folds { w.b_hh_at(g, unit) } else { 0.0 }
+                }));
+            }
+        }
+        let hn_bias = if reset_after {
+            (0..panels)
+                .map(|p| unit_lanes(p, &|unit| w.b_hh_at(gru_gate::N, unit)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (recurrent, recurrent_n) = match cell {
+            Cell::Gru(GruVariant::ResetBefore) => (
+                RecurrentPack::new(w, &[gru_gate::R, gru_gate::Z]),
+                Some(RecurrentPack::new(w, &[gru_gate::N])),
+            ),
+            _ => (RecurrentPack::new(w, &(0..gates).collect::<Vec<_>>()), None),
+        };
+        Self {
+            cell,
+            input_size: input,
+            hidden_size: hidden,
+            w_ih,
+            projection_bias,
+            hn_bias,
+            recurrent,
+            recurrent_n,
+        }
+    }
+
+    /// The cell this layer runs.
+    pub fn cell(&self) -> Cell {
+        self.cell
+    }
+    /// Input size `I`.
+    pub fn input_size(&self) -> usize {
+        self.input_size
+    }
+    /// Hidden size `H`.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    /// Number of 8-unit panels, `Hp / 8`.
+    pub fn panels(&self) -> usize {
+        self.hidden_size.div_ceil(LANES)
+    }
+    /// Gates `G` of the cell (the projection has `G·Hp` columns).
+    pub fn gates(&self) -> usize {
+        self.cell.gate_count()
+    }
+    /// `W_ih` packed k-major, `I × G·panels` vectors.
+    pub fn w_ih(&self) -> &[f32x8] {
+        &self.w_ih
+    }
+    /// The projection's bias, `G·panels` vectors.
+    pub fn projection_bias(&self) -> &[f32x8] {
+        &self.projection_bias
+    }
+    /// ResetAfter's `b_hn`, one vector per panel.
+    pub fn hn_bias(&self) -> &[f32x8] {
+        &self.hn_bias
+    }
+    /// The main recurrent pack.
+    pub fn recurrent(&self) -> &RecurrentPack {
+        &self.recurrent
+    }
+    /// ResetBefore's `n` pack.
+    pub fn recurrent_n(&self) -> Option<&RecurrentPack> {
+        self.recurrent_n.as_ref()
+    }
+    /// Bytes of packed weights and biases.
+    pub fn packed_bytes(&self) -> usize {
+        let vectors = self.w_ih.len()
+            + self.projection_bias.len()
+            + self.hn_bias.len()
+            + self.recurrent.data.len()
+            + self.recurrent_n.as_ref().map_or(0, |n| n.data.len());
+        vectors * std::mem::size_of::<f32x8>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gru_core::CellKind;
+
+    fn layer(kind: CellKind, input: usize, hidden: usize) -> LayerWeights {
+        let rows = kind.gate_count() * hidden;
+        let value = |tag: f32, n: usize| (0..n).map(|k| tag + k as f32 * 1e-3).collect::<Vec<_>>();
+        LayerWeights::new(
+            kind,
+            input,
+            hidden,
+            value(1.0, rows * input),
+            value(2.0, rows * hidden),
+            Some(value(3.0, rows)),
+            Some(value(4.0, rows)),
+        )
+        .unwrap()
+    }
+
+    fn lane(v: f32x8, u: usize) -> f32 {
+        v.to_array()[u]
+    }
+
+    #[test]
+    fn every_weight_lands_where_the_layout_says() {
+        for cell in [
+            Cell::Gru(GruVariant::ResetAfter),
+            Cell::Gru(GruVariant::ResetBefore),
+            Cell::Lstm,
+        ] {
+            for (input, hidden) in [(1, 1), (3, 8), (5, 13), (2, 17)] {
+                let w = layer(cell.kind(), input, hidden);
+                let packed = PackedLayer::new(&w, cell);
+                let (g_count, panels) = (cell.gate_count(), hidden.div_ceil(8));
+                for unit in 0..panels * 8 {
+                    let (p, u) = (unit / 8, unit % 8);
+                    for g in 0..g_count {
+                        for k in 0..input {
+                            let got =
+                                lane(packed.w_ih()[k * g_count * panels + p * g_count + g], u);
+                            let want = if unit < hidden {
+                                w.w_ih_row(g, unit)[k]
+                            } else {
+                                0.0
+                            };
+                            assert_eq!(got, want);
+                        }
+                    }
+                    let packs: Vec<&RecurrentPack> = std::iter::once(packed.recurrent())
+                        .chain(packed.recurrent_n())
+                        .collect();
+                    for pack in packs {
+                        for (slot, &g) in pack.gates.iter().enumerate() {
+                            for k in 0..hidden {
+                                let got = lane(
+                                    pack.data()[pack.panel_start(p) + k * pack.k_stride() + slot],
+                                    u,
+                                );
+                                let want = if unit < hidden {
+                                    w.w_hh_row(g, unit)[k]
+                                } else {
+                                    0.0
+                                };
+                                assert_eq!(got, want);
+                            }
+                        }
+                    }
+                }
+                // Memory: the original weights plus padding, nothing more.
+                let hp = panels * 8;
+                let padded = g_count * hp * (input + hidden + 1)
+                    + if cell == Cell::Gru(GruVariant::ResetAfter) {
+                        hp
+                    } else {
+                        0
+                    };
+                assert_eq!(packed.packed_bytes(), padded * 4);
+            }
+        }
+    }
+
+    #[test]
+    fn biases_fold_except_reset_after_candidate() {
+        let w = layer(CellKind::Gru, 2, 3);
+        let after = PackedLayer::new(&w, Cell::Gru(GruVariant::ResetAfter));
+        let before = PackedLayer::new(&w, Cell::Gru(GruVariant::ResetBefore));
+        for g in 0..3 {
+            let unit = 1;
+            let folded = w.b_ih_at(g, unit) + w.b_hh_at(g, unit);
+            assert_eq!(lane(before.projection_bias()[g], unit), folded);
+            let want_after = if g == 2 { w.b_ih_at(g, unit) } else { folded };
+            assert_eq!(lane(after.projection_bias()[g], unit), want_after);
+        }
+        assert_eq!(lane(after.hn_bias()[0], 1), w.b_hh_at(2, 1));
+        assert!(before.hn_bias().is_empty());
+    }
+}

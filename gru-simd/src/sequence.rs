@@ -1,0 +1,460 @@
+//! The sequence driver: every layer and direction of a model over a whole sequence, in
+//! chunks of time steps: gather the chunk's inputs, project them with one GEMM, then run the
+//! fused recurrent steps.
+
+use std::ops::Range;
+
+use gru_core::{
+    Cell, Direction, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
+    SequenceInput, SequenceLayout, SequenceOutput,
+};
+use wide::f32x8;
+
+use crate::packing::{LANES, PackedLayer};
+use crate::projection::project_rows;
+use crate::step::{CellScratch, recurrent_step};
+use crate::threading::{SharedVectors, Workers, share};
+
+/// Upper bound on the projection buffer of one chunk, in vectors (4 MiB): memory stays bounded
+/// for any sequence length, and a chunk is still large enough to amortise the GEMM's packing.
+const CHUNK_VECTORS: usize = 1 << 17;
+
+/// Rows per worker below which the batch is not split by rows.
+const MIN_ROWS_PER_WORKER: usize = 4;
+
+/// A model packed for the SIMD kernels: GRU (both variants) or LSTM, any number of layers, one
+/// or two directions. Implements [`RecurrentKernel`]; see also [`SimdModel::stream`].
+///
+/// ```
+/// use gru_core::{CellKind, GruVariant, LayerWeights, RecurrentKernel, SequenceInput};
+/// let weights = LayerWeights::new(CellKind::Gru, 4, 16, vec![0.01; 3 * 16 * 4], vec![0.02; 3 * 16 * 16], None, None)?;
+/// let mut gru = gru_simd::Gru::new(&weights, GruVariant::ResetAfter)?;
+/// let x = vec![1.0f32; 10 * 2 * 4]; // T = 10, B = 2, I = 4
+/// let out = gru.forward(&SequenceInput::new(&x, 10, 2))?;
+/// assert_eq!(out.output_shape(), [10, 2, 16]);
+/// # Ok::<(), gru_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SimdModel {
+    config: ModelConfig,
+    layers: Vec<PackedLayer>,
+    workers: Workers,
+    workspace: Workspace,
+}
+
+/// Single-layer GRU constructor: `gru_simd::Gru::new(&weights, variant)`.
+#[derive(Debug)]
+pub struct Gru;
+
+impl Gru {
+    /// Packs one GRU layer.
+    pub fn new(weights: &LayerWeights, variant: GruVariant) -> Result<SimdModel> {
+        SimdModel::new(&Model::single_layer(Cell::Gru(variant), weights.clone())?)
+    }
+}
+
+/// Single-layer LSTM constructor: `gru_simd::Lstm::new(&weights)`.
+#[derive(Debug)]
+pub struct Lstm;
+
+impl Lstm {
+    /// Packs one LSTM layer.
+    pub fn new(weights: &LayerWeights) -> Result<SimdModel> {
+        SimdModel::new(&Model::single_layer(Cell::Lstm, weights.clone())?)
+    }
+}
+
+impl SimdModel {
+    /// Packs every layer of `model`, to run on the calling thread.
+    pub fn new(model: &Model) -> Result<Self> {
+        Self::with_threads(model, 1)
+    }
+
+    /// Packs every layer of `model`, to run on `threads` workers (a pool of its own).
+    pub fn with_threads(model: &Model, threads: usize) -> Result<Self> {
+        let cell = model.cell();
+        Ok(Self {
+            config: *model.config(),
+            layers: model
+                .layers()
+                .iter()
+                .map(|w| PackedLayer::new(w, cell))
+                .collect(),
+            workers: Workers::new(threads)?,
+            workspace: Workspace::default(),
+        })
+    }
+
+    /// Changes the number of workers.
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        if threads != self.workers.threads() {
+            self.workers = Workers::new(threads)?;
+        }
+        Ok(())
+    }
+
+    /// Number of workers.
+    pub fn threads(&self) -> usize {
+        self.workers.threads()
+    }
+
+    /// The packed weights of `layer` in `direction`.
+    pub fn packed_layer(&self, layer: usize, direction: Direction) -> &PackedLayer {
+        let d = self.config.num_directions();
+        &self.layers[layer * d + usize::from(direction == Direction::Reverse)]
+    }
+
+    /// Bytes of packed weights of the whole model.
+    pub fn packed_bytes(&self) -> usize {
+        self.layers.iter().map(PackedLayer::packed_bytes).sum()
+    }
+
+    pub(crate) fn layers(&self) -> &[PackedLayer] {
+        &self.layers
+    }
+
+    pub(crate) fn workers(&self) -> &Workers {
+        &self.workers
+    }
+}
+
+impl RecurrentKernel for SimdModel {
+    fn name(&self) -> &'static str {
+        "simd"
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn forward(&mut self, input: &SequenceInput<'_>) -> Result<SequenceOutput> {
+        let config = self.config;
+        input.validate(&config)?;
+        let mut out = SequenceOutput::zeros(&config, input);
+        let Self {
+            layers,
+            workers,
+            workspace,
+            ..
+        } = self;
+        let (batch, hidden) = (input.batch, config.hidden_size);
+        let directions = config.num_directions();
+        let state_len = batch * hidden;
+        let time_major = SequenceLayout {
+            seq_len: input.seq_len,
+            batch,
+            batch_first: false,
+        };
+        let mut between = std::mem::take(&mut workspace.between);
+        for layer in 0..config.num_layers {
+            let last = layer + 1 == config.num_layers;
+            // Layer k reads buffer (k + 1) % 2 and writes buffer k % 2.
+            let [even, odd] = &mut between;
+            let (written, read) = if layer % 2 == 0 {
+                (even, &*odd)
+            } else {
+                (odd, &*even)
+            };
+            let (source, source_layout) = if layer == 0 {
+                (input.data, input.layout())
+            } else {
+                (read.as_slice(), time_major)
+            };
+            let (source_width, dest_width) = (config.layer_input_size(layer), config.output_size());
+            let (dest, dest_layout) = if last {
+                (&mut out.output, input.layout())
+            } else {
+                written.clear();
+                written.resize(time_major.rows() * dest_width, 0.0);
+                (written, time_major)
+            };
+            for (d, &direction) in Direction::all(directions).iter().enumerate() {
+                let state = layer * directions + d;
+                let state_range = state * state_len..(state + 1) * state_len;
+                let run = DirectionRun {
+                    layer: &layers[state],
+                    workers,
+                    direction,
+                    input,
+                    source,
+                    source_layout,
+                    source_width,
+                    h0: input.h0.map(|h| &h[state_range.clone()]),
+                    c0: input.c0.map(|c| &c[state_range.clone()]),
+                };
+                let c_n = out.c_n.as_mut().map(|c| &mut c[state_range.clone()]);
+                run.run(
+                    workspace,
+                    Destination {
+                        data: dest,
+                        layout: dest_layout,
+                        width: dest_width,
+                        offset: d * hidden,
+                    },
+                    &mut out.h_n[state_range],
+                    c_n,
+                );
+            }
+        }
+        workspace.between = between;
+        Ok(out)
+    }
+}
+
+/// Buffers kept between calls, grown to the largest shape seen.
+#[derive(Debug, Default)]
+struct Workspace {
+    /// The chunk's inputs in step order, `[n·B, I]`.
+    gathered: Vec<f32>,
+    /// The chunk's projection, `[n·B, G·Hp]` as vectors.
+    projection: Vec<f32x8>,
+    /// Whether each (step, row) of the chunk is inside its sequence.
+    active: Vec<bool>,
+    /// The state buffers of each group of rows.
+    groups: Vec<RowGroup>,
+    /// Outputs of the layers before the last, time-major.
+    between: [Vec<f32>; 2],
+}
+
+/// Rows whose state lives together: all rows (split by panels over workers), or one worker's
+/// rows (split by rows).
+#[derive(Debug)]
+struct RowGroup {
+    rows: Range<usize>,
+    /// `h` before the chunk (slot 0) and after each of its steps, `rows × panels` each.
+    history: Vec<SharedVectors>,
+    scratch: CellScratch,
+}
+
+impl RowGroup {
+    fn new(layer: &PackedLayer, rows: Range<usize>, slots: usize) -> Self {
+        let len = rows.len() * layer.panels();
+        Self {
+            history: (0..slots).map(|_| SharedVectors::zeros(len)).collect(),
+            scratch: CellScratch::new(layer, rows.len()),
+            rows,
+        }
+    }
+
+    fn fits(&self, layer: &PackedLayer, rows: &Range<usize>, slots: usize) -> bool {
+        self.rows == *rows
+            && self.history.len() >= slots
+            && self.history[0].len() == rows.len() * layer.panels()
+            && self.scratch.fits(layer, rows.len())
+    }
+}
+
+/// Where a direction writes its outputs: `width` floats per row, its own at `offset`.
+struct Destination<'a> {
+    data: &'a mut [f32],
+    layout: SequenceLayout,
+    width: usize,
+    offset: usize,
+}
+
+/// One layer and direction over the whole sequence.
+struct DirectionRun<'a> {
+    layer: &'a PackedLayer,
+    workers: &'a Workers,
+    direction: Direction,
+    input: &'a SequenceInput<'a>,
+    source: &'a [f32],
+    source_layout: SequenceLayout,
+    source_width: usize,
+    h0: Option<&'a [f32]>,
+    c0: Option<&'a [f32]>,
+}
+
+impl DirectionRun<'_> {
+    /// The time index of step `s` of row `b`.
+    fn time_of(&self, s: usize, b: usize) -> usize {
+        match self.direction {
+            Direction::Forward => s,
+            Direction::Reverse => self.input.valid_len(b) - 1 - s,
+        }
+    }
+
+    fn run(
+        &self,
+        ws: &mut Workspace,
+        dest: Destination<'_>,
+        h_n: &mut [f32],
+        c_n: Option<&mut [f32]>,
+    ) {
+        let layer = self.layer;
+        let (batch, hidden, panels) = (self.input.batch, layer.hidden_size(), layer.panels());
+        let width = layer.gates() * panels;
+        let steps = (0..batch)
+            .map(|b| self.input.valid_len(b))
+            .max()
+            .unwrap_or(0);
+        let threads = self.workers.threads();
+        let split_rows = threads > 1 && batch >= MIN_ROWS_PER_WORKER * threads;
+        let group_rows: Vec<Range<usize>> = if split_rows {
+            (0..threads).map(|w| share(batch, threads, w, 1)).collect()
+        } else {
+            vec![0..batch]
+        };
+        let chunk = (CHUNK_VECTORS / (batch * width).max(1)).clamp(1, steps.max(1));
+        let fits = ws.groups.len() == group_rows.len()
+            && ws
+                .groups
+                .iter()
+                .zip(&group_rows)
+                .all(|(g, r)| g.fits(layer, r, chunk + 1));
+        if !fits {
+            ws.groups = group_rows
+                .iter()
+                .map(|r| RowGroup::new(layer, r.clone(), chunk + 1))
+                .collect();
+        }
+        for group in &mut ws.groups {
+            load_state(
+                group.history[0].as_mut(),
+                self.h0,
+                &group.rows,
+                hidden,
+                panels,
+            );
+            load_state(
+                group.scratch.c.as_mut(),
+                self.c0,
+                &group.rows,
+                hidden,
+                panels,
+            );
+        }
+
+        for s0 in (0..steps).step_by(chunk) {
+            let n = chunk.min(steps - s0);
+            self.gather(ws, s0, n);
+            ws.projection.clear();
+            ws.projection.resize(n * batch * width, f32x8::ZERO);
+            let rows_per_part = (n * batch).div_ceil(threads);
+            self.workers.zip_chunks(
+                &mut ws.projection,
+                rows_per_part * width,
+                &ws.gathered,
+                rows_per_part * layer.input_size(),
+                &|out, x| project_rows(layer, x, out),
+            );
+            ws.active.clear();
+            ws.active.extend(
+                (0..n)
+                    .flat_map(|i| (0..batch).map(move |b| (i, b)))
+                    .map(|(i, b)| s0 + i < self.input.valid_len(b)),
+            );
+
+            let (projection, active, groups) = (&ws.projection, &ws.active, &ws.groups);
+            self.workers.run(&|worker, barrier| {
+                let (group, panel_range) = if split_rows {
+                    (&groups[worker], 0..panels)
+                } else {
+                    (&groups[0], share(panels, threads, worker, 1))
+                };
+                let rows = group.rows.clone();
+                let sync = || {
+                    if !split_rows {
+                        barrier.wait()
+                    }
+                };
+                for i in 0..n {
+                    let step_rows = i * batch + rows.start..i * batch + rows.end;
+                    // SAFETY: slot i was completed before this step began: by the previous
+                    // step of this worker (rows split) or before the barrier that ended the
+                    // previous step (panels split); this step writes only slot i + 1.
+                    let h_prev = unsafe { group.history[i].read(0..group.history[i].len()) };
+                    recurrent_step(
+                        layer,
+                        &group.scratch,
+                        &projection[step_rows.start * width..step_rows.end * width],
+                        &active[step_rows],
+                        h_prev,
+                        &group.history[i + 1],
+                        0..rows.len(),
+                        panel_range.clone(),
+                        &sync,
+                    );
+                    sync();
+                }
+            });
+
+            for group in &mut ws.groups {
+                for i in 0..n {
+                    // SAFETY: the workers have finished; nothing writes the history now.
+                    let h = unsafe { group.history[i + 1].read(0..group.history[i + 1].len()) };
+                    let h: &[f32] = wide::bytemuck::cast_slice(h);
+                    for (rel, b) in group.rows.clone().enumerate() {
+                        let s = s0 + i;
+                        if s < self.input.valid_len(b) {
+                            let row = dest.layout.row(self.time_of(s, b), b);
+                            let start = row * dest.width + dest.offset;
+                            dest.data[start..start + hidden]
+                                .copy_from_slice(&h[rel * panels * LANES..][..hidden]);
+                        }
+                    }
+                }
+                let (first, rest) = group.history.split_at_mut(1);
+                first[0].as_mut().copy_from_slice(rest[n - 1].as_mut());
+            }
+        }
+
+        for group in &mut ws.groups {
+            store_state(group.history[0].as_mut(), h_n, &group.rows, hidden, panels);
+        }
+        if let Some(c_n) = c_n {
+            for group in &mut ws.groups {
+                store_state(group.scratch.c.as_mut(), c_n, &group.rows, hidden, panels);
+            }
+        }
+    }
+
+    /// Copies the inputs of steps `s0..s0 + n` into `ws.gathered` in step order (zeros for rows
+    /// past their length): one GEMM then serves batch-first inputs, reverse directions and
+    /// ragged lengths alike.
+    fn gather(&self, ws: &mut Workspace, s0: usize, n: usize) {
+        let (batch, width) = (self.input.batch, self.source_width);
+        ws.gathered.clear();
+        ws.gathered.resize(n * batch * width, 0.0);
+        for (slot, row) in ws.gathered.chunks_exact_mut(width.max(1)).enumerate() {
+            let (s, b) = (s0 + slot / batch, slot % batch);
+            if s < self.input.valid_len(b) {
+                let source_row = self.source_layout.row(self.time_of(s, b), b);
+                row.copy_from_slice(&self.source[source_row * width..(source_row + 1) * width]);
+            }
+        }
+    }
+}
+
+/// Writes `rows` of a `[B, H]` state (zeros when absent) into padded `[rows, Hp]` vectors.
+fn load_state(
+    dest: &mut [f32x8],
+    source: Option<&[f32]>,
+    rows: &Range<usize>,
+    hidden: usize,
+    panels: usize,
+) {
+    let dest: &mut [f32] = wide::bytemuck::cast_slice_mut(dest);
+    dest.fill(0.0);
+    if let Some(source) = source {
+        for (rel, b) in rows.clone().enumerate() {
+            dest[rel * panels * LANES..][..hidden]
+                .copy_from_slice(&source[b * hidden..(b + 1) * hidden]);
+        }
+    }
+}
+
+/// Copies padded `[rows, Hp]` vectors back into `rows` of a `[B, H]` state.
+fn store_state(
+    source: &mut [f32x8],
+    dest: &mut [f32],
+    rows: &Range<usize>,
+    hidden: usize,
+    panels: usize,
+) {
+    let source: &[f32] = wide::bytemuck::cast_slice(source);
+    for (rel, b) in rows.clone().enumerate() {
+        dest[b * hidden..(b + 1) * hidden]
+            .copy_from_slice(&source[rel * panels * LANES..][..hidden]);
+    }
+}

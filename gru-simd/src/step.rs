@@ -1,0 +1,191 @@
+//! One time step of one layer and direction, for a range of rows and a range of panels: the
+//! projection is already computed, the recurrent product and its epilogue run here.
+
+use std::ops::Range;
+
+use gru_core::{Cell, GruVariant};
+use wide::f32x8;
+
+use crate::epilogue::{
+    GruResetAfter, GruResetBeforeCandidate, GruResetBeforeGates, Lstm, Projection, StepInputs,
+};
+use crate::packing::{LANES, PackedLayer};
+use crate::threading::SharedVectors;
+use crate::tiles::{PanelWeights, run_tiles};
+
+/// Per-row state besides `h` that a cell carries across steps or between the halves of a
+/// step: `c` (LSTM), `z` and `r ⊙ h` (reset-before GRU). `rows × panels` vectors each.
+#[derive(Debug)]
+pub struct CellScratch {
+    /// The LSTM cell state.
+    pub c: SharedVectors,
+    /// The update gate between the halves of a reset-before step.
+    pub z: SharedVectors,
+    /// `r ⊙ h` between the halves of a reset-before step.
+    pub reset_state: SharedVectors,
+}
+
+impl CellScratch {
+    /// Scratch for `rows` rows of `layer` (only what its cell uses is allocated).
+    pub fn new(layer: &PackedLayer, rows: usize) -> Self {
+        let len = rows * layer.panels();
+        let (lstm, reset_before) = (
+            layer.cell() == Cell::Lstm,
+            layer.cell() == Cell::Gru(GruVariant::ResetBefore),
+        );
+        Self {
+            c: SharedVectors::zeros(if lstm { len } else { 0 }),
+            z: SharedVectors::zeros(if reset_before { len } else { 0 }),
+            reset_state: SharedVectors::zeros(if reset_before { len } else { 0 }),
+        }
+    }
+
+    /// Whether this scratch fits `rows` rows of `layer`.
+    pub fn fits(&self, layer: &PackedLayer, rows: usize) -> bool {
+        let fresh_len = |needed: bool| if needed { rows * layer.panels() } else { 0 };
+        self.c.len() == fresh_len(layer.cell() == Cell::Lstm)
+            && self.z.len() == fresh_len(layer.cell() == Cell::Gru(GruVariant::ResetBefore))
+    }
+}
+
+/// The state `h` of all rows as the floats the microkernel broadcasts from.
+fn as_floats(h: &[f32x8]) -> &[f32] {
+    wide::bytemuck::cast_slice(h)
+}
+
+/// Advances `rows × panels` of `layer` by one step: reads `h_prev` (all rows and panels, read by
+/// nobody's writes this step), writes `h_next` (and `scratch`) for its own rows and panels.
+/// `sync` is called between the two halves of a reset-before step; with panels split over
+/// workers it must be a barrier.
+#[allow(clippy::too_many_arguments)]
+pub fn recurrent_step(
+    layer: &PackedLayer,
+    scratch: &CellScratch,
+    projection: &[f32x8],
+    active: &[bool],
+    h_prev: &[f32x8],
+    h_next: &SharedVectors,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    sync: &dyn Fn(),
+) {
+    let stride = layer.panels() * LANES;
+    let step = StepInputs {
+        projection,
+        active,
+        h_prev,
+        panels: layer.panels(),
+        gates: layer.gates(),
+    };
+    let recurrent = PanelWeights::recurrent(layer.recurrent());
+    match layer.cell() {
+        Cell::Gru(GruVariant::ResetAfter) => {
+            let epilogue = GruResetAfter {
+                step,
+                hn_bias: layer.hn_bias(),
+                h_next,
+            };
+            run_tiles::<3, 4, 4, _>(
+                &epilogue,
+                recurrent,
+                as_floats(h_prev),
+                stride,
+                rows,
+                panels,
+            );
+        }
+        Cell::Gru(GruVariant::ResetBefore) => {
+            let gates = GruResetBeforeGates {
+                step,
+                z: &scratch.z,
+                reset_state: &scratch.reset_state,
+            };
+            run_tiles::<2, 6, 6, _>(
+                &gates,
+                recurrent,
+                as_floats(h_prev),
+                stride,
+                rows.clone(),
+                panels.clone(),
+            );
+            sync();
+            // SAFETY: the first half wrote `z` and `r ⊙ h` before `sync`; nobody writes them
+            // again until the barrier that ends this step.
+            let (z, reset_state) = unsafe {
+                (
+                    scratch.z.read(0..scratch.z.len()),
+                    scratch.reset_state.read(0..scratch.reset_state.len()),
+                )
+            };
+            let candidate = GruResetBeforeCandidate { step, z, h_next };
+            let n_pack = layer
+                .recurrent_n()
+                .expect("a reset-before layer has an n pack");
+            run_tiles::<1, 8, 8, _>(
+                &candidate,
+                PanelWeights::recurrent(n_pack),
+                as_floats(reset_state),
+                stride,
+                rows,
+                panels,
+            );
+        }
+        Cell::Lstm => {
+            let epilogue = Lstm {
+                step,
+                c: &scratch.c,
+                h_next,
+            };
+            run_tiles::<4, 3, 3, _>(
+                &epilogue,
+                recurrent,
+                as_floats(h_prev),
+                stride,
+                rows,
+                panels,
+            );
+        }
+    }
+}
+
+/// The projection of one step's rows by tiles over the k-major `W_ih`, for `rows × panels`
+/// (the streaming step, where a GEMM call would repack `W_ih` every step). Row `r` of the
+/// input is `x[r·x_stride..][..I]`.
+pub fn project_step(
+    layer: &PackedLayer,
+    x: &[f32],
+    x_stride: usize,
+    out: &SharedVectors,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let weights = PanelWeights::input(layer);
+    let (bias, p) = (layer.projection_bias(), layer.panels());
+    match layer.gates() {
+        3 => run_tiles::<3, 4, 4, _>(
+            &Projection::<3> {
+                bias,
+                panels: p,
+                out,
+            },
+            weights,
+            x,
+            x_stride,
+            rows,
+            panels,
+        ),
+        4 => run_tiles::<4, 3, 3, _>(
+            &Projection::<4> {
+                bias,
+                panels: p,
+                out,
+            },
+            weights,
+            x,
+            x_stride,
+            rows,
+            panels,
+        ),
+        g => unreachable!("cells have 3 or 4 gates, not {g}"),
+    }
+}

@@ -1,0 +1,238 @@
+//! Streaming: one time step per call with the state carried, for models that run forward in
+//! time only. After [`SimdModel::stream`] has allocated the state, a step allocates nothing.
+
+use gru_core::{Cell, Error, RecurrentKernel, Result};
+use wide::f32x8;
+
+use crate::packing::{LANES, PackedLayer};
+use crate::sequence::SimdModel;
+use crate::step::{CellScratch, project_step, recurrent_step};
+use crate::threading::{SharedVectors, share};
+
+/// The carried state of one layer.
+#[derive(Debug)]
+struct LayerState {
+    /// `h` before and after the current step; `current` says which is which.
+    h: [SharedVectors; 2],
+    current: usize,
+    scratch: CellScratch,
+    /// This step's projection, `rows × G·panels` vectors.
+    projection: SharedVectors,
+}
+
+/// A batch of sequences advanced one step at a time through a [`SimdModel`].
+///
+/// ```
+/// use gru_core::{CellKind, GruVariant, LayerWeights};
+/// let weights = LayerWeights::new(CellKind::Gru, 3, 8, vec![0.1; 72], vec![0.05; 192], None, None)?;
+/// let model = gru_simd::Gru::new(&weights, GruVariant::ResetAfter)?;
+/// let mut stream = model.stream(1)?;
+/// for t in 0..5 {
+///     let h = stream.step(&[t as f32, 0.5, -0.5])?; // [B, H]
+///     assert_eq!(h.len(), 8);
+/// }
+/// # Ok::<(), gru_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Stream<'m> {
+    model: &'m SimdModel,
+    batch: usize,
+    layers: Vec<LayerState>,
+    all_active: Vec<bool>,
+    output: Vec<f32>,
+}
+
+impl SimdModel {
+    /// Starts streaming `batch` sequences from a zero state. Bidirectional models cannot
+    /// stream (their reverse direction needs the future).
+    pub fn stream(&self, batch: usize) -> Result<Stream<'_>> {
+        if self.config().bidirectional {
+            return Err(Error::Config(
+                "a bidirectional model cannot run one step at a time".into(),
+            ));
+        }
+        let layers = self
+            .layers()
+            .iter()
+            .map(|layer| {
+                let len = batch * layer.panels();
+                LayerState {
+                    h: [SharedVectors::zeros(len), SharedVectors::zeros(len)],
+                    current: 0,
+                    scratch: CellScratch::new(layer, batch),
+                    projection: SharedVectors::zeros(len * layer.gates()),
+                }
+            })
+            .collect();
+        Ok(Stream {
+            model: self,
+            batch,
+            layers,
+            all_active: vec![true; batch],
+            output: vec![0.0; batch * self.config().hidden_size],
+        })
+    }
+}
+
+impl Stream<'_> {
+    /// Number of sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Advances every sequence by one step with input `x` (`[B, I]`) and returns the last
+    /// layer's new hidden state (`[B, H]`).
+    pub fn step(&mut self, x: &[f32]) -> Result<&[f32]> {
+        let config = *self.model.config();
+        let expected = [self.batch, config.input_size];
+        if x.len() != self.batch * config.input_size {
+            return Err(Error::Shape {
+                tensor: "x".into(),
+                expected: expected.to_vec(),
+                actual: vec![x.len()],
+            });
+        }
+        let (model, layers, all_active, batch) =
+            (self.model, &self.layers, &self.all_active, self.batch);
+        let threads = model.workers().threads();
+        model.workers().run(&|worker, barrier| {
+            let sync = || barrier.wait();
+            let mut input: &[f32] = x;
+            let mut input_stride = config.input_size;
+            for (packed, state) in model.layers().iter().zip(layers) {
+                let panels = share(packed.panels(), threads, worker, 1);
+                project_step(
+                    packed,
+                    input,
+                    input_stride,
+                    &state.projection,
+                    0..batch,
+                    panels.clone(),
+                );
+                barrier.wait();
+                let (prev, next) = (&state.h[state.current], &state.h[1 - state.current]);
+                // SAFETY: the projection was completed before the barrier above, and `prev`
+                // at the end of the previous step; neither is written during this layer.
+                let (projection, h_prev) = unsafe {
+                    (
+                        state.projection.read(0..state.projection.len()),
+                        prev.read(0..prev.len()),
+                    )
+                };
+                recurrent_step(
+                    packed,
+                    &state.scratch,
+                    projection,
+                    all_active,
+                    h_prev,
+                    next,
+                    0..batch,
+                    panels,
+                    &sync,
+                );
+                barrier.wait();
+                // SAFETY: every worker finished writing `next` before the barrier above; it
+                // is next written a step later, after further barriers.
+                input = wide::bytemuck::cast_slice(unsafe { next.read(0..next.len()) });
+                input_stride = packed.panels() * LANES;
+            }
+        });
+        for state in &mut self.layers {
+            state.current = 1 - state.current;
+        }
+        let last = self
+            .layers
+            .last_mut()
+            .expect("a model has at least one layer");
+        let panels = self.model.layers().last().map_or(0, PackedLayer::panels);
+        copy_out(
+            last.h[last.current].as_mut(),
+            &mut self.output,
+            config.hidden_size,
+            panels,
+        );
+        Ok(&self.output)
+    }
+
+    /// Sets the state of every layer: `h0` (and, for an LSTM, `c0`) of shape `[L, B, H]`.
+    pub fn set_state(&mut self, h0: &[f32], c0: Option<&[f32]>) -> Result<()> {
+        let config = *self.model.config();
+        let shape = [config.num_layers, self.batch, config.hidden_size];
+        let len = shape.iter().product::<usize>();
+        for (name, given) in [("h0", Some(h0)), ("c0", c0)] {
+            if let Some(given) = given
+                && given.len() != len
+            {
+                return Err(Error::Shape {
+                    tensor: name.into(),
+                    expected: shape.to_vec(),
+                    actual: vec![given.len()],
+                });
+            }
+        }
+        if c0.is_some() && config.cell != Cell::Lstm {
+            return Err(Error::Config(
+                "c0 is given but a GRU has no cell state".into(),
+            ));
+        }
+        let per_layer = self.batch * config.hidden_size;
+        for (l, state) in self.layers.iter_mut().enumerate() {
+            let panels = state.projection.len() / self.batch.max(1) / config.cell.gate_count();
+            copy_in(
+                state.h[state.current].as_mut(),
+                &h0[l * per_layer..(l + 1) * per_layer],
+                config.hidden_size,
+                panels,
+            );
+            if let Some(c0) = c0 {
+                copy_in(
+                    state.scratch.c.as_mut(),
+                    &c0[l * per_layer..(l + 1) * per_layer],
+                    config.hidden_size,
+                    panels,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The state of every layer: `h` and (LSTM) `c`, each `[L, B, H]`.
+    pub fn state(&mut self) -> (Vec<f32>, Option<Vec<f32>>) {
+        let config = *self.model.config();
+        let per_layer = self.batch * config.hidden_size;
+        let mut h = vec![0.0; config.num_layers * per_layer];
+        let mut c = (config.cell == Cell::Lstm).then(|| vec![0.0; config.num_layers * per_layer]);
+        for (l, (state, packed)) in self.layers.iter_mut().zip(self.model.layers()).enumerate() {
+            let panels = packed.panels();
+            copy_out(
+                state.h[state.current].as_mut(),
+                &mut h[l * per_layer..(l + 1) * per_layer],
+                config.hidden_size,
+                panels,
+            );
+            if let Some(c) = c.as_mut() {
+                copy_out(
+                    state.scratch.c.as_mut(),
+                    &mut c[l * per_layer..(l + 1) * per_layer],
+                    config.hidden_size,
+                    panels,
+                );
+            }
+        }
+        (h, c)
+    }
+}
+
+fn copy_in(dest: &mut [f32x8], source: &[f32], hidden: usize, panels: usize) {
+    let dest: &mut [f32] = wide::bytemuck::cast_slice_mut(dest);
+    for (row, values) in source.chunks_exact(hidden).enumerate() {
+        dest[row * panels * LANES..][..hidden].copy_from_slice(values);
+    }
+}
+
+fn copy_out(source: &mut [f32x8], dest: &mut [f32], hidden: usize, panels: usize) {
+    let source: &[f32] = wide::bytemuck::cast_slice(source);
+    for (row, values) in dest.chunks_exact_mut(hidden).enumerate() {
+        values.copy_from_slice(&source[row * panels * LANES..][..hidden]);
+    }
+}

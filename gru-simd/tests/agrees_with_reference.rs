@@ -1,0 +1,295 @@
+//! The SIMD kernels against the scalar reference over random configurations, bitwise
+//! determinism across thread counts, and streaming against whole sequences.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::{Values, random_model};
+use gru_core::{Cell, GruVariant, RecurrentKernel, SequenceInput, SequenceOutput};
+use gru_ref::ReferenceKernel;
+use gru_simd::SimdModel;
+use proptest::prelude::*;
+
+const CELLS: [Cell; 3] = [
+    Cell::Gru(GruVariant::ResetAfter),
+    Cell::Gru(GruVariant::ResetBefore),
+    Cell::Lstm,
+];
+
+/// Worst scaled error seen by the property test, printed at the end of each run.
+static WORST: Mutex<(f64, String)> = Mutex::new((0.0, String::new()));
+
+/// `max_i |got_i − want_i| / max(1, |want_i|)`; NaN if NaN-ness differs.
+fn scaled_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    got.iter().zip(want).fold(0.0f64, |worst, (&g, &w)| {
+        if g.is_nan() != w.is_nan() {
+            return f64::NAN;
+        }
+        if g.is_nan() {
+            return worst;
+        }
+        let e = (f64::from(g) - f64::from(w)).abs() / f64::from(w).abs().max(1.0);
+        worst.max(e)
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    cell: Cell,
+    input: usize,
+    hidden: usize,
+    seq_len: usize,
+    batch: usize,
+    layers: usize,
+    bidirectional: bool,
+    bias: bool,
+    with_h0: bool,
+    with_lengths: bool,
+    batch_first: bool,
+    threads: usize,
+    scale: f32,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (
+            0usize..3,
+            1usize..=150,
+            1usize..=150,
+            0usize..=40,
+            1usize..=20,
+            1usize..=3,
+        ),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        (1usize..=4, 0.1f32..50.0, any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (c, input, hidden, seq_len, batch, layers),
+                (bidirectional, bias, with_h0, with_lengths, batch_first),
+                (threads, scale, seed),
+            )| Case {
+                cell: CELLS[c],
+                input,
+                hidden,
+                seq_len,
+                batch,
+                layers,
+                bidirectional,
+                bias,
+                with_h0,
+                with_lengths,
+                batch_first,
+                threads,
+                scale,
+                seed,
+            },
+        )
+}
+
+/// Runs a case through both kernels.
+fn run(case: &Case) -> (SequenceOutput, SequenceOutput) {
+    let model = random_model(
+        case.cell,
+        case.input,
+        case.hidden,
+        case.layers,
+        case.bidirectional,
+        case.bias,
+        case.seed,
+    );
+    let mut values = Values::new(case.seed ^ 0xabcdef);
+    let x = values.vec(case.seq_len * case.batch * case.input, case.scale);
+    let states = model.config().num_states() * case.batch * case.hidden;
+    let h0 = values.vec(states, 1.0);
+    let c0 = values.vec(states, 2.0);
+    let lengths: Vec<usize> = (0..case.batch)
+        .map(|_| {
+            ((values.next(1.0) + 1.0) * 0.5 * (case.seq_len + 1) as f32) as usize
+                % (case.seq_len + 1)
+        })
+        .collect();
+    let mut input = SequenceInput::new(&x, case.seq_len, case.batch).batch_first(case.batch_first);
+    if case.with_h0 {
+        input = input.h0(&h0);
+        if case.cell == Cell::Lstm {
+            input = input.c0(&c0);
+        }
+    }
+    if case.with_lengths {
+        input = input.lengths(&lengths);
+    }
+    let mut simd = SimdModel::with_threads(&model, case.threads).unwrap();
+    let mut reference = ReferenceKernel::new(model);
+    (
+        simd.forward(&input).unwrap(),
+        reference.forward(&input).unwrap(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(debug_assertions) { 12 } else { 96 },
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn simd_agrees_with_reference(case in case()) {
+        let (simd, reference) = run(&case);
+        let mut errors = vec![("output", scaled_error(&simd.output, &reference.output)), ("h_n", scaled_error(&simd.h_n, &reference.h_n))];
+        if let (Some(a), Some(b)) = (&simd.c_n, &reference.c_n) {
+            errors.push(("c_n", scaled_error(a, b)));
+        }
+        for (name, error) in errors {
+            {
+                let mut worst = WORST.lock().unwrap();
+                if error > worst.0 {
+                    *worst = (error, format!("{name} in {case:?}"));
+                }
+                println!("worst scaled error so far: {:e} ({})", worst.0, worst.1);
+            }
+            prop_assert!(error <= 2e-5, "{name}: scaled error {error:e} > 2e-5");
+        }
+    }
+}
+
+#[test]
+fn results_are_bitwise_identical_for_every_thread_count() {
+    for (k, &cell) in CELLS.iter().enumerate() {
+        // Batches that split by panels (1, 3) and by rows (12, 13), uneven panel counts.
+        for (batch, hidden) in [(1, 37), (3, 64), (12, 45), (13, 129)] {
+            let model = random_model(cell, 19, hidden, 2, true, true, 7 + k as u64);
+            let mut values = Values::new(99);
+            let (t, b) = (9, batch);
+            let x = values.vec(t * b * 19, 3.0);
+            let lengths: Vec<usize> = (0..b).map(|i| (i * 5) % (t + 1)).collect();
+            let input = SequenceInput::new(&x, t, b).lengths(&lengths);
+            let outputs: Vec<SequenceOutput> = (1..=3)
+                .map(|threads| {
+                    SimdModel::with_threads(&model, threads)
+                        .unwrap()
+                        .forward(&input)
+                        .unwrap()
+                })
+                .collect();
+            for other in &outputs[1..] {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&outputs[0].output),
+                    bits(&other.output),
+                    "{cell:?} B={b} H={hidden}"
+                );
+                assert_eq!(
+                    bits(&outputs[0].h_n),
+                    bits(&other.h_n),
+                    "{cell:?} B={b} H={hidden}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn streaming_matches_the_sequence_forward() {
+    for (k, &cell) in CELLS.iter().enumerate() {
+        for threads in [1, 2] {
+            let (input_size, hidden, t, b) = (7, 21, 12, 3);
+            let model = random_model(cell, input_size, hidden, 2, false, true, 40 + k as u64);
+            let mut values = Values::new(5);
+            let x = values.vec(t * b * input_size, 2.0);
+            let h0 = values.vec(2 * b * hidden, 1.0);
+            let c0 = values.vec(2 * b * hidden, 1.0);
+            let mut input = SequenceInput::new(&x, t, b).h0(&h0);
+            if cell == Cell::Lstm {
+                input = input.c0(&c0);
+            }
+            let mut simd = SimdModel::with_threads(&model, threads).unwrap();
+            let whole = ReferenceKernel::new(model).forward(&input).unwrap();
+            let mut stream = simd.stream(b).unwrap();
+            stream
+                .set_state(&h0, (cell == Cell::Lstm).then_some(c0.as_slice()))
+                .unwrap();
+            for step in 0..t {
+                let h = stream
+                    .step(&x[step * b * input_size..(step + 1) * b * input_size])
+                    .unwrap();
+                let want = &whole.output[step * b * hidden..(step + 1) * b * hidden];
+                assert!(
+                    scaled_error(h, want) <= 2e-5,
+                    "{cell:?} threads {threads} step {step}"
+                );
+            }
+            let (h_n, c_n) = stream.state();
+            assert!(scaled_error(&h_n, &whole.h_n) <= 2e-5);
+            if let (Some(a), Some(b)) = (c_n, &whole.c_n) {
+                assert!(scaled_error(&a, b) <= 2e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let model = random_model(Cell::Lstm, 3, 5, 1, true, true, 1);
+    let simd = SimdModel::new(&model).unwrap();
+    assert!(
+        simd.stream(2).is_err(),
+        "bidirectional models cannot stream"
+    );
+    assert!(SimdModel::with_threads(&model, 0).is_err());
+    let model = random_model(Cell::Gru(GruVariant::ResetAfter), 3, 5, 2, false, true, 1);
+    let mut simd = SimdModel::new(&model).unwrap();
+    let mut stream = simd.stream(2).unwrap();
+    assert!(stream.step(&[0.0; 5]).is_err());
+    assert!(stream.set_state(&[0.0; 3], None).is_err());
+    assert!(stream.set_state(&[0.0; 20], Some(&[0.0; 20])).is_err());
+    let err = simd
+        .forward(&SequenceInput::new(&[0.0; 5], 1, 2))
+        .unwrap_err();
+    assert!(err.to_string().contains("input"), "{err}");
+}
+
+#[test]
+fn edge_shapes_and_non_finite_inputs() {
+    for &cell in &CELLS {
+        let model = random_model(cell, 4, 9, 2, true, true, 3);
+        let mut simd = SimdModel::new(&model).unwrap();
+        let mut reference = ReferenceKernel::new(model);
+        // T = 0: h_n = h0. B = 0: empty.
+        let h0: Vec<f32> = (0..4 * 2 * 9).map(|v| v as f32 * 0.01).collect();
+        let mut input = SequenceInput::new(&[], 0, 2).h0(&h0);
+        if cell == Cell::Lstm {
+            input = input.c0(&h0);
+        }
+        let out = simd.forward(&input).unwrap();
+        assert_eq!(out.h_n, h0);
+        assert!(
+            simd.forward(&SequenceInput::new(&[], 3, 0))
+                .unwrap()
+                .output
+                .is_empty()
+        );
+        // NaN and infinities propagate as in the reference.
+        let mut x: Vec<f32> = (0..5 * 2 * 4).map(|v| (v as f32 * 0.3).sin()).collect();
+        x[4] = f32::NAN;
+        x[13] = f32::INFINITY;
+        x[14] = f32::NEG_INFINITY;
+        let input = SequenceInput::new(&x, 5, 2);
+        let (a, b) = (
+            simd.forward(&input).unwrap(),
+            reference.forward(&input).unwrap(),
+        );
+        for (s, r) in a.output.iter().zip(&b.output) {
+            assert_eq!(s.is_nan(), r.is_nan(), "{cell:?}");
+        }
+    }
+}
