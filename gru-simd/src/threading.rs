@@ -1,5 +1,5 @@
-//! Threads: a pool per model, a spinning barrier for the per-step synchronisation, and the
-//! shared state buffers the workers write between barriers.
+//! Threads: a team of persistent workers per model, a spinning barrier for the per-step
+//! synchronisation, and the shared state buffers the workers write between barriers.
 //!
 //! Two ways to split a step (chosen per call in [`crate::sequence`]):
 //! - **batch rows**, for large batches: each worker owns whole rows for the whole sequence, so
@@ -14,18 +14,21 @@
 
 use std::cell::UnsafeCell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use gru_core::{Error, Result};
 use wide::f32x8;
 
-/// A sense-counting barrier that spins (then yields) instead of sleeping: a step at batch 1
-/// takes a few microseconds, far less than a futex round trip.
+/// A barrier that spins (then yields) instead of sleeping: a step at batch 1 takes a few
+/// microseconds, far less than a futex round trip. A worker that panics poisons it, so the
+/// others stop waiting and panic too instead of spinning forever.
 #[derive(Debug)]
 pub struct SpinBarrier {
     parties: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
+    poisoned: AtomicBool,
 }
 
 impl SpinBarrier {
@@ -35,11 +38,15 @@ impl SpinBarrier {
             parties,
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
         }
     }
 
     /// Returns once all parties have called `wait` in this round. Everything written before
     /// `wait` by any party is visible to every party after it.
+    ///
+    /// # Panics
+    /// If another party panicked.
     pub fn wait(&self) {
         if self.parties <= 1 {
             return;
@@ -52,6 +59,10 @@ impl SpinBarrier {
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
+            assert!(
+                !self.poisoned.load(Ordering::Relaxed),
+                "another worker panicked"
+            );
             if spins < 4096 {
                 std::hint::spin_loop();
                 spins += 1;
@@ -61,47 +72,209 @@ impl SpinBarrier {
             }
         }
     }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Relaxed);
+    }
 }
 
-/// The workers of one model: the calling thread alone, or a dedicated pool.
-#[derive(Debug)]
+/// A job as the team's threads see it: the caller's closure with its lifetime erased. It is
+/// dereferenced only between the publishing and the completion of one [`Team::run`], while
+/// the closure is alive on the caller's stack.
+type ErasedJob = *const (dyn Fn(usize, &SpinBarrier) + Sync + 'static);
+
+/// State shared by the caller and the team's threads.
+struct TeamShared {
+    size: usize,
+    job: UnsafeCell<Option<ErasedJob>>,
+    generation: AtomicUsize,
+    finished: AtomicUsize,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    barrier: SpinBarrier,
+}
+
+// SAFETY: `job` is written only by the caller of `run` while no team thread reads it (before a
+// generation is published and after every thread reported completion); everything else is
+// atomic. The erased closure is `Sync`, so calling it from several threads is allowed.
+unsafe impl Sync for TeamShared {}
+// SAFETY: as above; the raw pointer is a borrowed reference in disguise.
+unsafe impl Send for TeamShared {}
+
+/// Persistent threads that run one job at a time, all at once, meeting at a barrier.
+///
+/// Why not `rayon` here: its work stealing allocates now and then (epoch-based reclamation),
+/// and the streaming step must not allocate; and a job whose workers meet at barriers needs
+/// every worker running at the same time, which only a dedicated team guarantees.
+struct Team {
+    shared: Arc<TeamShared>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// How long an idle team thread spins before it parks: long enough that back-to-back steps
+/// never wait for a wake-up, short enough not to burn a core for long after the last one.
+const SPINS_BEFORE_PARK: u32 = 1 << 16;
+
+impl Team {
+    fn new(size: usize) -> Result<Self> {
+        let shared = Arc::new(TeamShared {
+            size,
+            job: UnsafeCell::new(None),
+            generation: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            barrier: SpinBarrier::new(size),
+        });
+        let handles = (1..size)
+            .map(|index| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("gru-simd-{index}"))
+                    .spawn(move || team_thread(&shared, index))
+                    .map_err(|e| Error::Config(format!("cannot start {size} threads: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { shared, handles })
+    }
+
+    fn run(&self, work: &(dyn Fn(usize, &SpinBarrier) + Sync)) {
+        let shared = &*self.shared;
+        // SAFETY: only the lifetime is erased. The pointer is published below and withdrawn
+        // before this function returns or unwinds (by `WaitForTeam`), and the team threads
+        // dereference it only in between.
+        let erased: ErasedJob = unsafe {
+            std::mem::transmute::<*const (dyn Fn(usize, &SpinBarrier) + Sync + '_), ErasedJob>(
+                std::ptr::from_ref(work),
+            )
+        };
+        // SAFETY: no team thread reads `job` now: the previous run waited for all of them.
+        unsafe { *shared.job.get() = Some(erased) };
+        shared.finished.store(0, Ordering::Relaxed);
+        shared.generation.fetch_add(1, Ordering::Release);
+        for handle in &self.handles {
+            handle.thread().unpark();
+        }
+        let _wait = WaitForTeam(shared);
+        let caller =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(0, &shared.barrier)));
+        if caller.is_err() {
+            shared.barrier.poison();
+            shared.panicked.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Waits, even while unwinding, until every team thread has finished the current job, then
+/// withdraws it; re-raises a panic of any worker.
+struct WaitForTeam<'a>(&'a TeamShared);
+
+impl Drop for WaitForTeam<'_> {
+    fn drop(&mut self) {
+        let shared = self.0;
+        while shared.finished.load(Ordering::Acquire) != shared.size - 1 {
+            std::hint::spin_loop();
+        }
+        // SAFETY: every team thread has finished with the job.
+        unsafe { *shared.job.get() = None };
+        if shared.panicked.swap(false, Ordering::Relaxed) && !std::thread::panicking() {
+            panic!("a gru-simd worker panicked");
+        }
+    }
+}
+
+fn team_thread(shared: &TeamShared, index: usize) {
+    let mut seen = 0;
+    loop {
+        let mut spins = 0u32;
+        loop {
+            if shared.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let generation = shared.generation.load(Ordering::Acquire);
+            if generation != seen {
+                seen = generation;
+                break;
+            }
+            if spins < SPINS_BEFORE_PARK {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                // `run` unparks every thread after publishing, so no wake-up is lost.
+                std::thread::park();
+            }
+        }
+        // SAFETY: the generation was published after `job` was set, and `job` stays set
+        // until this thread reports completion below.
+        let job = unsafe { (*shared.job.get()).expect("a published job") };
+        // SAFETY: the closure outlives the run (see `Team::run`).
+        let work = unsafe { &*job };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            work(index, &shared.barrier)
+        }));
+        if result.is_err() {
+            shared.barrier.poison();
+            shared.panicked.store(true, Ordering::Relaxed);
+        }
+        shared.finished.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        for handle in self.handles.drain(..) {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The workers of one model: the calling thread alone, or a team of persistent threads; with
+/// the `rayon` feature also a pool for the data-parallel input projection.
 pub struct Workers {
     threads: usize,
+    team: Option<Team>,
     #[cfg(feature = "rayon")]
     pool: Option<rayon::ThreadPool>,
 }
 
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Workers({})", self.threads)
+    }
+}
+
 impl Workers {
-    /// `threads ≥ 1` workers. More than one needs the `rayon` feature.
+    /// `threads ≥ 1` workers.
     pub fn new(threads: usize) -> Result<Self> {
         if threads == 0 {
             return Err(Error::Config(
                 "the number of threads must be at least 1".into(),
             ));
         }
+        let team = if threads > 1 {
+            Some(Team::new(threads)?)
+        } else {
+            None
+        };
         #[cfg(feature = "rayon")]
-        {
-            let pool = if threads > 1 {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("gru-simd-{i}"))
-                    .build()
-                    .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
-                Some(pool)
-            } else {
-                None
-            };
-            Ok(Self { threads, pool })
-        }
-        #[cfg(not(feature = "rayon"))]
-        {
-            if threads > 1 {
-                return Err(Error::Unsupported(
-                    "more than one thread needs the `rayon` feature".into(),
-                ));
-            }
-            Ok(Self { threads })
-        }
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("gru-simd-gemm-{i}"))
+                .build()
+                .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
+            Some(pool)
+        } else {
+            None
+        };
+        Ok(Self {
+            threads,
+            team,
+            #[cfg(feature = "rayon")]
+            pool,
+        })
     }
 
     /// Number of workers.
@@ -110,25 +283,16 @@ impl Workers {
     }
 
     /// Runs `work(worker, barrier)` on every worker at once and returns when all are done.
-    ///
-    /// The workers are started with nested `rayon::join`s, whose jobs live on the stack: no
-    /// heap allocation, so the streaming step stays allocation-free. The pool has exactly as
-    /// many threads as workers and runs nothing else, so every worker gets a thread and the
-    /// barrier cannot wait forever.
+    /// Allocates nothing.
     pub fn run(&self, work: &(dyn Fn(usize, &SpinBarrier) + Sync)) {
-        let barrier = SpinBarrier::new(self.threads);
-        #[cfg(feature = "rayon")]
-        if let Some(pool) = &self.pool {
-            pool.install(|| fork(0..self.threads, work, &barrier));
-            return;
+        match &self.team {
+            Some(team) => team.run(work),
+            None => work(0, &SpinBarrier::new(1)),
         }
-        work(0, &barrier);
     }
-}
 
-impl Workers {
     /// Calls `work(out_chunk, in_chunk)` on matching chunks of `out` and `input` (`out_chunk`
-    /// and `in_chunk` elements each), spread over the workers.
+    /// and `in_chunk` elements each), spread over the workers with the `rayon` feature.
     pub fn zip_chunks<T: Send, U: Sync>(
         &self,
         out: &mut [T],
@@ -153,19 +317,6 @@ impl Workers {
         {
             work(o, i);
         }
-    }
-}
-
-#[cfg(feature = "rayon")]
-fn fork(workers: Range<usize>, work: &(dyn Fn(usize, &SpinBarrier) + Sync), barrier: &SpinBarrier) {
-    if workers.len() == 1 {
-        work(workers.start, barrier);
-    } else {
-        let mid = workers.start + workers.len() / 2;
-        rayon::join(
-            || fork(workers.start..mid, work, barrier),
-            || fork(mid..workers.end, work, barrier),
-        );
     }
 }
 
@@ -261,7 +412,7 @@ mod tests {
                         assert_eq!(pair[0].end, pair[1].start);
                     }
                     for r in &ranges[..parts - 1] {
-                        assert_eq!(r.start % granule, 0);
+                        assert!(r.start % granule == 0 || r.start == len);
                     }
                 }
             }

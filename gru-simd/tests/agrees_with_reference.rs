@@ -212,7 +212,7 @@ fn streaming_matches_the_sequence_forward() {
             if cell == Cell::Lstm {
                 input = input.c0(&c0);
             }
-            let mut simd = SimdModel::with_threads(&model, threads).unwrap();
+            let simd = SimdModel::with_threads(&model, threads).unwrap();
             let whole = ReferenceKernel::new(model).forward(&input).unwrap();
             let mut stream = simd.stream(b).unwrap();
             stream
