@@ -116,11 +116,11 @@ struct RunArgs {
     #[arg(long, value_name = "CN.npy")]
     cn: Option<PathBuf>,
     /// Which kernel runs the model.
-    #[arg(long, value_enum, default_value = "ref")]
+    #[arg(long, value_enum, default_value = "simd")]
     kernel: KernelArg,
-    /// Worker threads for the simd kernel.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    threads: usize,
+    /// Worker threads for the simd kernel [default: all cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 impl From<RunArgs> for RunOptions {
@@ -148,25 +148,34 @@ impl From<RunArgs> for RunOptions {
                 KernelArg::Ref => KernelChoice::Reference,
                 KernelArg::Simd => KernelChoice::Simd,
             },
-            threads: a.threads,
+            threads: a.threads.unwrap_or_else(available_cores),
         }
     }
 }
 
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(warning) = gru_simd::simd_level().warning() {
-        eprintln!("{warning}");
+    let warning = gru_simd::simd_level().warning();
+    // Reports start with the warning; `run` adds it only on success, so that a failure is
+    // always exactly one line.
+    if let (Some(w), false) = (&warning, matches!(cli.command, Command::Run(_))) {
+        eprintln!("{w}");
     }
     let result: Result<(), CliError> = match cli.command {
-        Command::Run(args) => gru_bench::commands::run::run(&args.into()),
+        Command::Run(args) => gru_bench::commands::run::run(&args.into()).inspect(|()| {
+            if let Some(w) = &warning {
+                eprintln!("{w}");
+            }
+        }),
         Command::Accuracy(args) => {
             gru_bench::commands::accuracy::run(&gru_bench::commands::accuracy::AccuracyOptions {
                 exhaustive: args.exhaustive,
                 stride: args.stride,
-                threads: args
-                    .threads
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                threads: args.threads.unwrap_or_else(available_cores),
                 skip_speed: args.no_speed,
             })
         }

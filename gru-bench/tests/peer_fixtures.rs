@@ -18,6 +18,19 @@ fn reference_matches_every_peer_fixture() {
     println!("worst scaled error of the reference against the peers: {worst:e}");
 }
 
+#[test]
+fn simd_kernels_match_every_peer_fixture() {
+    let mut worst = 0.0f64;
+    for threads in [1, 2] {
+        for case in sequence_cases() {
+            let mut kernel = gru_simd::SimdModel::with_threads(&case.model(), threads).unwrap();
+            let out = case.run(&mut kernel);
+            worst = worst.max(case.check(&out, "simd"));
+        }
+    }
+    println!("worst scaled error of the simd kernels against the peers: {worst:e}");
+}
+
 /// The ONNX cases keep the node's own W, R, B: converting them with `OnnxWeights` must give
 /// the tensors that the script's independent conversion wrote.
 #[test]

@@ -105,6 +105,11 @@ fn command_matches_every_peer_fixture_with_the_reference() {
     check_command_on_every_fixture("ref");
 }
 
+#[test]
+fn command_matches_every_peer_fixture_with_the_simd_kernels() {
+    check_command_on_every_fixture("simd");
+}
+
 /// Runs `gru run` expecting failure: one line on stderr that contains `needle`, and no
 /// output file left in `out`.
 fn expect_failure(args: &[&str], needle: &str, out: &Path) {

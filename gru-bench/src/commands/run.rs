@@ -95,9 +95,10 @@ fn kernel(model: Model, options: &RunOptions) -> Result<Box<dyn RecurrentKernel>
     }
     match options.kernel {
         KernelChoice::Reference => Ok(Box::new(gru_ref::ReferenceKernel::new(model))),
-        KernelChoice::Simd => Err(CliError(
-            "the simd kernel is not available yet in this build; use --kernel ref".into(),
-        )),
+        KernelChoice::Simd => Ok(Box::new(gru_simd::SimdModel::with_threads(
+            &model,
+            options.threads,
+        )?)),
     }
 }
 
