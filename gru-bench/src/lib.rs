@@ -2,7 +2,9 @@
 //! helpers. The binary in `main.rs` only parses arguments.
 
 pub mod commands;
+pub mod machine;
 pub mod npy_io;
+pub mod plot;
 pub mod timing;
 
 use std::fmt;

@@ -1,5 +1,5 @@
-//! The `gru` command: `gru run` (inference on a safetensors model and a `.npy` input), with
-//! `gru bench` and `gru accuracy` alongside.
+//! The `gru` command: `gru bench` (the performance report, the default), `gru run` (inference
+//! on a safetensors model and a `.npy` input) and `gru accuracy` (activation error report).
 
 // The doc comments below are the command's help text, where `[T, B, I]` is a shape, not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
@@ -17,11 +17,14 @@ use gru_core::{CellKind, GruVariant};
 #[command(name = "gru", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The performance report (the default): median time, GFLOP/s, sequence-steps/s, share of
+    /// the FMA peak and of the roofline floor, GRU/LSTM and simd/ref ratios.
+    Bench(BenchArgs),
     /// Run a model saved as a safetensors state_dict on a .npy input.
     ///
     /// Shapes follow PyTorch: input [T, B, I] (or [B, T, I] with --batch-first), output
@@ -50,14 +53,58 @@ struct AccuracyArgs {
     no_speed: bool,
 }
 
+#[derive(Debug, clap::Args, Default)]
+struct BenchArgs {
+    /// Shapes as B:T:I:H, comma-separated [default: B ∈ {1, 64}, I = H ∈ {128, 256, 512, 1024},
+    /// T = 100 (50 at 1024), T = 1 in step mode].
+    #[arg(long, value_delimiter = ',', value_name = "B:T:I:H")]
+    shapes: Option<Vec<gru_bench::commands::bench::Shape>>,
+    /// Worker threads [default: all cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Cells to run, comma-separated [default: gru,lstm].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    cells: Option<Vec<CellArg>>,
+    /// Kernels to run, comma-separated [default: simd,ref; ref only on small shapes unless
+    /// --shapes is given].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    kernels: Option<Vec<KernelArg>>,
+    /// GRU variant.
+    #[arg(long, value_enum, default_value = "reset-after")]
+    variant: VariantArg,
+    /// seq: a whole sequence per call; step: one timestep per call with the state carried.
+    #[arg(long, value_enum, default_value = "seq")]
+    mode: ModeArg,
+    /// Print one JSON object per line on stdout and nothing else there.
+    #[arg(long)]
+    json: bool,
+    /// Write a plot of GFLOP/s against hidden size (SVG).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Show peer figures (JSON lines, as written by gru-bench/peers/peers.py) as ratios.
+    #[arg(long, value_name = "PEERS.jsonl")]
+    compare: Option<PathBuf>,
+    /// Seconds of timing per measurement, after a warm-up call.
+    #[arg(long, value_name = "S", default_value_t = 0.6)]
+    seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+enum ModeArg {
+    #[default]
+    Seq,
+    Step,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum CellArg {
     Gru,
     Lstm,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
 enum VariantArg {
+    #[default]
     /// PyTorch nn.GRU: n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)).
     ResetAfter,
     /// Cho et al. 2014, ONNX linear_before_reset=0: n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn).
@@ -128,14 +175,8 @@ impl From<RunArgs> for RunOptions {
         RunOptions {
             weights: a.weights,
             prefix: a.prefix,
-            cell: a.cell.map(|c| match c {
-                CellArg::Gru => CellKind::Gru,
-                CellArg::Lstm => CellKind::Lstm,
-            }),
-            variant: a.variant.map(|v| match v {
-                VariantArg::ResetAfter => GruVariant::ResetAfter,
-                VariantArg::ResetBefore => GruVariant::ResetBefore,
-            }),
+            cell: a.cell.map(cell_kind),
+            variant: a.variant.map(gru_variant),
             input: a.input,
             h0: a.h0,
             c0: a.c0,
@@ -153,6 +194,57 @@ impl From<RunArgs> for RunOptions {
     }
 }
 
+fn cell_kind(c: CellArg) -> CellKind {
+    match c {
+        CellArg::Gru => CellKind::Gru,
+        CellArg::Lstm => CellKind::Lstm,
+    }
+}
+
+fn gru_variant(v: VariantArg) -> GruVariant {
+    match v {
+        VariantArg::ResetAfter => GruVariant::ResetAfter,
+        VariantArg::ResetBefore => GruVariant::ResetBefore,
+    }
+}
+
+fn bench(a: BenchArgs) -> Result<(), CliError> {
+    use gru_bench::commands::bench::{BenchOptions, KernelKind, Mode};
+    if a.threads == Some(0) {
+        return Err(CliError("--threads must be at least 1".into()));
+    }
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+        return Err(CliError("--seconds must be a positive number".into()));
+    }
+    let options = BenchOptions {
+        shapes: a.shapes,
+        threads: a.threads.unwrap_or_else(available_cores),
+        cells: a.cells.map_or(vec![CellKind::Gru, CellKind::Lstm], |c| {
+            c.into_iter().map(cell_kind).collect()
+        }),
+        kernels: a
+            .kernels
+            .map_or(vec![KernelKind::Simd, KernelKind::Ref], |k| {
+                k.into_iter()
+                    .map(|k| match k {
+                        KernelArg::Simd => KernelKind::Simd,
+                        KernelArg::Ref => KernelKind::Ref,
+                    })
+                    .collect()
+            }),
+        variant: gru_variant(a.variant),
+        mode: match a.mode {
+            ModeArg::Seq => Mode::Seq,
+            ModeArg::Step => Mode::Step,
+        },
+        json: a.json,
+        svg: a.svg,
+        compare: a.compare,
+        seconds_per_measurement: a.seconds,
+    };
+    gru_bench::commands::bench::run(&options)
+}
+
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -162,10 +254,12 @@ fn main() -> ExitCode {
     let warning = gru_simd::simd_level().warning();
     // Reports start with the warning; `run` adds it only on success, so that a failure is
     // always exactly one line.
-    if let (Some(w), false) = (&warning, matches!(cli.command, Command::Run(_))) {
+    if let (Some(w), false) = (&warning, matches!(cli.command, Some(Command::Run(_)))) {
         eprintln!("{w}");
     }
-    let result: Result<(), CliError> = match cli.command {
+    let command = cli.command.unwrap_or(Command::Bench(BenchArgs::default()));
+    let result: Result<(), CliError> = match command {
+        Command::Bench(args) => bench(args),
         Command::Run(args) => gru_bench::commands::run::run(&args.into()).inspect(|()| {
             if let Some(w) = &warning {
                 eprintln!("{w}");

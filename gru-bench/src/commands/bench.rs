@@ -1,0 +1,693 @@
+//! `gru bench`: the performance report. Every figure is a median of repeated calls after a
+//! warm-up, set against the machine's FMA peak and read bandwidth measured in the same run.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Instant;
+
+use gru_core::{Cell, CellKind, GruVariant, LayerWeights, Model, RecurrentKernel, SequenceInput};
+use gru_ref::ReferenceKernel;
+use gru_simd::SimdModel;
+
+use crate::CliError;
+use crate::machine::{fma_peak, read_bandwidth_per_thread};
+use crate::timing::median;
+
+/// One benchmark shape: batch `B`, sequence length `T`, input `I`, hidden `H`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Shape {
+    /// Batch size `B`.
+    pub batch: usize,
+    /// Sequence length `T` (1 in step mode).
+    pub seq_len: usize,
+    /// Input size `I`.
+    pub input: usize,
+    /// Hidden size `H`.
+    pub hidden: usize,
+}
+
+impl FromStr for Shape {
+    type Err = String;
+
+    /// Parses `B:T:I:H`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<usize> = s
+            .split(':')
+            .map(|p| {
+                p.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("`{s}` is not B:T:I:H with whole numbers"))
+            })
+            .collect::<Result<_, _>>()?;
+        match parts.as_slice() {
+            &[batch, seq_len, input, hidden]
+                if batch > 0 && seq_len > 0 && input > 0 && hidden > 0 =>
+            {
+                Ok(Shape {
+                    batch,
+                    seq_len,
+                    input,
+                    hidden,
+                })
+            }
+            [_, _, _, _] => Err(format!("`{s}`: every size must be at least 1")),
+            _ => Err(format!("`{s}` is not B:T:I:H")),
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.batch, self.seq_len, self.input, self.hidden
+        )
+    }
+}
+
+/// Whole sequences per call, or one step per call with the state carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// A whole sequence per call.
+    Seq,
+    /// One step per call.
+    Step,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Seq => "seq",
+            Mode::Step => "step",
+        }
+    }
+}
+
+/// Which kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelKind {
+    /// `gru-simd`.
+    Simd,
+    /// `gru-ref`.
+    Ref,
+}
+
+impl KernelKind {
+    fn name(self) -> &'static str {
+        match self {
+            KernelKind::Simd => "simd",
+            KernelKind::Ref => "ref",
+        }
+    }
+}
+
+/// Options of `gru bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Shapes to run; `None` for the embedded default set.
+    pub shapes: Option<Vec<Shape>>,
+    /// Worker threads.
+    pub threads: usize,
+    /// Cells to run.
+    pub cells: Vec<CellKind>,
+    /// Kernels to run.
+    pub kernels: Vec<KernelKind>,
+    /// GRU variant.
+    pub variant: GruVariant,
+    /// Sequence or step mode.
+    pub mode: Mode,
+    /// JSON lines on stdout instead of the table.
+    pub json: bool,
+    /// Where to write the plot.
+    pub svg: Option<PathBuf>,
+    /// Peer figures (JSON lines) to show beside ours.
+    pub compare: Option<PathBuf>,
+    /// Seconds of timing per measurement (after warm-up).
+    pub seconds_per_measurement: f64,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// `simd`, `ref`, or a peer's name.
+    pub kernel: String,
+    /// `gru` or `lstm`.
+    pub cell: CellKind,
+    /// The GRU variant (`None` for LSTM).
+    pub variant: Option<GruVariant>,
+    /// Sequence or step mode.
+    pub mode: Mode,
+    /// The shape.
+    pub shape: Shape,
+    /// Threads used.
+    pub threads: usize,
+    /// Median seconds per call.
+    pub seconds: f64,
+}
+
+fn variant_name(v: GruVariant) -> &'static str {
+    match v {
+        GruVariant::ResetAfter => "reset-after",
+        GruVariant::ResetBefore => "reset-before",
+    }
+}
+
+impl Measurement {
+    /// `2·G·H·(I+H)·B·T`: the multiply-adds of the gate products, counted twice.
+    pub fn flops(&self) -> f64 {
+        let s = self.shape;
+        2.0 * self.cell.gate_count() as f64
+            * s.hidden as f64
+            * (s.input + s.hidden) as f64
+            * s.batch as f64
+            * s.seq_len as f64
+    }
+
+    /// GFLOP/s.
+    pub fn gflops(&self) -> f64 {
+        self.flops() / self.seconds / 1e9
+    }
+
+    /// Sequence-steps (`B·T`) per second.
+    pub fn steps_per_s(&self) -> f64 {
+        (self.shape.batch * self.shape.seq_len) as f64 / self.seconds
+    }
+
+    /// The JSON line `gru bench --json` prints.
+    pub fn json(&self) -> String {
+        let variant = self
+            .variant
+            .map_or("null".to_owned(), |v| format!("\"{}\"", variant_name(v)));
+        format!(
+            "{{\"kernel\":\"{}\",\"cell\":\"{}\",\"variant\":{variant},\"mode\":\"{}\",\"batch\":{},\"seq_len\":{},\"input\":{},\"hidden\":{},\"threads\":{},\"seconds\":{:e},\"gflops\":{:.3},\"steps_per_s\":{:.3}}}",
+            self.kernel,
+            self.cell.name(),
+            self.mode.name(),
+            self.shape.batch,
+            self.shape.seq_len,
+            self.shape.input,
+            self.shape.hidden,
+            self.threads,
+            self.seconds,
+            self.gflops(),
+            self.steps_per_s()
+        )
+    }
+
+    /// Parses a line as printed by [`json`](Self::json) (or by the peers script).
+    pub fn parse_json(line: &str) -> Result<Self, String> {
+        let fields = parse_flat_json(line)?;
+        let get = |k: &str| fields.get(k).ok_or_else(|| format!("missing key `{k}`"));
+        let number = |k: &str| -> Result<f64, String> {
+            get(k)?
+                .parse::<f64>()
+                .map_err(|_| format!("`{k}` is not a number"))
+        };
+        let size = |k: &str| -> Result<usize, String> { Ok(number(k)? as usize) };
+        let cell = match get("cell")?.as_str() {
+            "gru" => CellKind::Gru,
+            "lstm" => CellKind::Lstm,
+            other => return Err(format!("unknown cell `{other}`")),
+        };
+        let variant = match get("variant")?.as_str() {
+            "null" => None,
+            "reset-after" => Some(GruVariant::ResetAfter),
+            "reset-before" => Some(GruVariant::ResetBefore),
+            other => return Err(format!("unknown variant `{other}`")),
+        };
+        let mode = match get("mode")?.as_str() {
+            "seq" => Mode::Seq,
+            "step" => Mode::Step,
+            other => return Err(format!("unknown mode `{other}`")),
+        };
+        Ok(Measurement {
+            kernel: get("kernel")?.clone(),
+            cell,
+            variant,
+            mode,
+            shape: Shape {
+                batch: size("batch")?,
+                seq_len: size("seq_len")?,
+                input: size("input")?,
+                hidden: size("hidden")?,
+            },
+            threads: size("threads")?,
+            seconds: number("seconds")?,
+        })
+    }
+
+    /// What identifies a row apart from the kernel: cell, variant, mode, shape, threads.
+    fn key(&self) -> (CellKind, Option<GruVariant>, Mode, Shape, usize) {
+        (self.cell, self.variant, self.mode, self.shape, self.threads)
+    }
+}
+
+/// Parses one flat JSON object of strings, numbers and nulls (all this report exchanges);
+/// values come back as text (`null` as `"null"`).
+fn parse_flat_json(line: &str) -> Result<BTreeMap<String, String>, String> {
+    let body = line
+        .trim()
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .ok_or("not a JSON object")?;
+    let mut fields = BTreeMap::new();
+    let mut rest = body.trim();
+    while !rest.is_empty() {
+        let after_quote = rest.strip_prefix('"').ok_or("expected a key")?;
+        let end = after_quote.find('"').ok_or("unterminated key")?;
+        let key = after_quote[..end].to_owned();
+        rest = after_quote[end + 1..]
+            .trim_start()
+            .strip_prefix(':')
+            .ok_or("expected `:`")?
+            .trim_start();
+        let (value, tail) = if let Some(s) = rest.strip_prefix('"') {
+            let end = s.find('"').ok_or("unterminated string")?;
+            (s[..end].to_owned(), &s[end + 1..])
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            (rest[..end].trim().to_owned(), &rest[end..])
+        };
+        fields.insert(key, value);
+        rest = tail.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    Ok(fields)
+}
+
+/// The embedded default set: B ∈ {1, 64}, I = H ∈ {128, 256, 512, 1024}, T = 100 (50 at
+/// H = 1024); one step per call in step mode.
+pub fn default_shapes(mode: Mode) -> Vec<Shape> {
+    let mut shapes = Vec::new();
+    for batch in [1, 64] {
+        for hidden in [128, 256, 512, 1024] {
+            let seq_len = match mode {
+                Mode::Step => 1,
+                Mode::Seq if hidden == 1024 => 50,
+                Mode::Seq => 100,
+            };
+            shapes.push(Shape {
+                batch,
+                seq_len,
+                input: hidden,
+                hidden,
+            });
+        }
+    }
+    shapes
+}
+
+/// The reference is slow: the default set runs it only where a call takes well under a second.
+fn reference_is_affordable(shape: Shape) -> bool {
+    shape.batch * shape.seq_len * shape.hidden * (shape.input + shape.hidden) <= 100 * 256 * 512
+}
+
+/// Deterministic weights in PyTorch's initialisation range.
+fn weights(kind: CellKind, input: usize, hidden: usize) -> LayerWeights {
+    let rows = kind.gate_count() * hidden;
+    let scale = 1.0 / (hidden as f32).sqrt();
+    let fill = |n: usize, seed: f32| {
+        (0..n)
+            .map(|k| ((k as f32 * 0.618 + seed).sin()) * scale)
+            .collect::<Vec<_>>()
+    };
+    LayerWeights::new(
+        kind,
+        input,
+        hidden,
+        fill(rows * input, 0.1),
+        fill(rows * hidden, 0.2),
+        Some(fill(rows, 0.3)),
+        Some(fill(rows, 0.4)),
+    )
+    .expect("consistent sizes")
+}
+
+/// Calls `f` once to warm up, then until `seconds` have passed (at least 5 and at most 10 000
+/// times), and returns the median.
+fn median_of_calls(seconds: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while samples.len() < 10_000 && (samples.len() < 5 || start.elapsed().as_secs_f64() < seconds) {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    median(&mut samples)
+}
+
+/// Times one configuration.
+fn measure(
+    kernel: KernelKind,
+    cell: Cell,
+    mode: Mode,
+    shape: Shape,
+    threads: usize,
+    seconds: f64,
+) -> Result<Measurement, CliError> {
+    let model = Model::single_layer(cell, weights(cell.kind(), shape.input, shape.hidden))?;
+    let x: Vec<f32> = (0..shape.seq_len * shape.batch * shape.input)
+        .map(|k| (k as f32 * 0.37).sin())
+        .collect();
+    let seconds = match (kernel, mode) {
+        (KernelKind::Simd, Mode::Seq) => {
+            let mut simd = SimdModel::with_threads(&model, threads)?;
+            let input = SequenceInput::new(&x, shape.seq_len, shape.batch);
+            median_of_calls(seconds, || {
+                std::hint::black_box(simd.forward(&input).expect("valid input"));
+            })
+        }
+        (KernelKind::Simd, Mode::Step) => {
+            let simd = SimdModel::with_threads(&model, threads)?;
+            let mut stream = simd.stream(shape.batch)?;
+            let step_x = &x[..shape.batch * shape.input];
+            median_of_calls(seconds, || {
+                std::hint::black_box(stream.step(step_x).expect("valid input"));
+            })
+        }
+        (KernelKind::Ref, mode) => {
+            let mut reference = ReferenceKernel::new(model);
+            let t = if mode == Mode::Step { 1 } else { shape.seq_len };
+            let mut h = vec![0.0f32; shape.batch * shape.hidden];
+            let mut c = vec![0.0f32; shape.batch * shape.hidden];
+            median_of_calls(seconds, || {
+                let mut input =
+                    SequenceInput::new(&x[..t * shape.batch * shape.input], t, shape.batch).h0(&h);
+                if cell == Cell::Lstm {
+                    input = input.c0(&c);
+                }
+                let out = reference.forward(&input).expect("valid input");
+                if mode == Mode::Step {
+                    h.copy_from_slice(&out.h_n);
+                    if let Some(c_n) = out.c_n {
+                        c.copy_from_slice(&c_n);
+                    }
+                }
+            })
+        }
+    };
+    Ok(Measurement {
+        kernel: kernel.name().to_owned(),
+        cell: cell.kind(),
+        variant: (cell.kind() == CellKind::Gru).then_some(match cell {
+            Cell::Gru(v) => v,
+            Cell::Lstm => GruVariant::ResetAfter,
+        }),
+        mode,
+        shape,
+        threads,
+        seconds,
+    })
+}
+
+/// The roofline of one measurement: the time the FMA peak alone allows, and the time the
+/// weights' reads alone allow.
+struct Roofline {
+    peak_flops: f64,
+    floor_seconds: f64,
+}
+
+/// Bytes of weights one call must stream: `W_hh` once per step and `W_ih` once per call.
+fn weight_traffic(m: &Measurement) -> (f64, usize) {
+    let s = m.shape;
+    let g = m.cell.gate_count();
+    let w_hh = g * s.hidden * s.hidden * 4;
+    let w_ih = g * s.hidden * s.input * 4;
+    let per_thread_working_set = match m.mode {
+        Mode::Seq => w_hh,
+        Mode::Step => w_hh + w_ih,
+    } / m.threads.max(1);
+    ((s.seq_len * w_hh + w_ih) as f64, per_thread_working_set)
+}
+
+/// Runs `gru bench`.
+pub fn run(options: &BenchOptions) -> Result<(), CliError> {
+    let shapes = options
+        .shapes
+        .clone()
+        .unwrap_or_else(|| default_shapes(options.mode));
+    let threads = options.threads.max(1);
+    eprintln!("measuring the FMA peak on {threads} thread(s)...");
+    let peak = fma_peak(threads, 0.3);
+    let mut bandwidth_cache: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut results = Vec::new();
+    let explicit_shapes = options.shapes.is_some();
+    let total = shapes.len() * options.cells.len() * options.kernels.len();
+    let mut done = 0;
+    for &shape in &shapes {
+        for &kind in &options.cells {
+            let cell = match kind {
+                CellKind::Gru => Cell::Gru(options.variant),
+                CellKind::Lstm => Cell::Lstm,
+            };
+            for &kernel in &options.kernels {
+                done += 1;
+                if kernel == KernelKind::Ref && !explicit_shapes && !reference_is_affordable(shape)
+                {
+                    continue;
+                }
+                eprintln!(
+                    "[{done}/{total}] {} {} {} {shape} ...",
+                    kernel.name(),
+                    kind.name(),
+                    options.mode.name()
+                );
+                results.push(measure(
+                    kernel,
+                    cell,
+                    options.mode,
+                    shape,
+                    threads,
+                    options.seconds_per_measurement,
+                )?);
+            }
+        }
+    }
+    let rooflines: Vec<Roofline> = results
+        .iter()
+        .map(|m| {
+            let (bytes, working_set) = weight_traffic(m);
+            let bandwidth = *bandwidth_cache
+                .entry(working_set)
+                .or_insert_with(|| read_bandwidth_per_thread(working_set, m.threads, 0.2));
+            let floor = (m.flops() / peak).max(bytes / (bandwidth * m.threads as f64));
+            Roofline {
+                peak_flops: peak,
+                floor_seconds: floor,
+            }
+        })
+        .collect();
+    let peers = match &options.compare {
+        Some(path) => read_peers(path)?,
+        None => Vec::new(),
+    };
+
+    if options.json {
+        for m in &results {
+            println!("{}", m.json());
+        }
+    } else {
+        print_table(&results, &rooflines, &peers, peak, &bandwidth_cache);
+    }
+    if let Some(path) = &options.svg {
+        crate::plot::write_svg(path, &results, peak).map_err(|e| CliError::file(path, e))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn read_peers(path: &PathBuf) -> Result<Vec<Measurement>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::file(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            Measurement::parse_json(l)
+                .map_err(|e| CliError::file(path, format!("line {}: {e}", n + 1)))
+        })
+        .collect()
+}
+
+fn print_table(
+    results: &[Measurement],
+    rooflines: &[Roofline],
+    peers: &[Measurement],
+    peak: f64,
+    bandwidth: &BTreeMap<usize, f64>,
+) {
+    let threads = results.first().map_or(1, |m| m.threads);
+    println!(
+        "FMA peak measured on {threads} thread(s): {:.1} GFLOP/s",
+        peak / 1e9
+    );
+    for (working_set, bw) in bandwidth {
+        println!(
+            "read bandwidth per thread, {} KiB working set: {:.1} GB/s",
+            working_set / 1024,
+            bw / 1e9
+        );
+    }
+    println!(
+        "{:<6} {:<5} {:<12} {:<5} {:>16} {:>3} {:>12} {:>9} {:>12} {:>6} {:>10} {:>6} {:>8} {:>8}",
+        "kernel",
+        "cell",
+        "variant",
+        "mode",
+        "B:T:I:H",
+        "thr",
+        "median s",
+        "GFLOP/s",
+        "steps/s",
+        "%peak",
+        "floor s",
+        "eff",
+        "GRU/LSTM",
+        "simd/ref"
+    );
+    for (m, roof) in results.iter().zip(rooflines) {
+        let partner = |kernel: &str, cell: CellKind| {
+            results.iter().find(|o| {
+                o.kernel == kernel
+                    && o.cell == cell
+                    && o.mode == m.mode
+                    && o.shape == m.shape
+                    && o.threads == m.threads
+            })
+        };
+        let gru_lstm = match (
+            partner(&m.kernel, CellKind::Gru),
+            partner(&m.kernel, CellKind::Lstm),
+        ) {
+            (Some(g), Some(l)) if m.cell == CellKind::Gru => {
+                format!("{:.2}", g.seconds / l.seconds)
+            }
+            _ => "".to_owned(),
+        };
+        let simd_ref = match (m.kernel.as_str(), partner("ref", m.cell)) {
+            ("simd", Some(r)) => format!("{:.0}x", r.seconds / m.seconds),
+            _ => "".to_owned(),
+        };
+        println!(
+            "{:<6} {:<5} {:<12} {:<5} {:>16} {:>3} {:>12.4e} {:>9.1} {:>12.0} {:>5.0}% {:>10.3e} {:>5.0}% {:>8} {:>8}",
+            m.kernel,
+            m.cell.name(),
+            m.variant.map_or("-", variant_name),
+            m.mode.name(),
+            m.shape.to_string(),
+            m.threads,
+            m.seconds,
+            m.gflops(),
+            m.steps_per_s(),
+            100.0 * m.flops() / m.seconds / roof.peak_flops,
+            roof.floor_seconds,
+            100.0 * roof.floor_seconds / m.seconds,
+            gru_lstm,
+            simd_ref
+        );
+    }
+    if !peers.is_empty() {
+        println!();
+        println!("against peers (peer seconds / our seconds; above 1 means we are faster):");
+        for m in results.iter().filter(|m| m.kernel == "simd") {
+            let against: Vec<String> = peers
+                .iter()
+                .filter(|p| {
+                    p.key() == m.key()
+                        || (p.cell == m.cell
+                            && p.mode == m.mode
+                            && p.shape == m.shape
+                            && p.threads == m.threads
+                            && p.variant.is_none() == m.variant.is_none())
+                })
+                .map(|p| {
+                    format!(
+                        "{} {:.2}x ({:.1} GFLOP/s)",
+                        p.kernel,
+                        p.seconds / m.seconds,
+                        p.gflops()
+                    )
+                })
+                .collect();
+            if !against.is_empty() {
+                println!(
+                    "{:<5} {:>16} {:>9.1} GFLOP/s  vs  {}",
+                    m.cell.name(),
+                    m.shape.to_string(),
+                    m.gflops(),
+                    against.join(", ")
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_round_trip_with_exactly_the_documented_keys() {
+        let m = Measurement {
+            kernel: "simd".into(),
+            cell: CellKind::Gru,
+            variant: Some(GruVariant::ResetAfter),
+            mode: Mode::Seq,
+            shape: Shape {
+                batch: 1,
+                seq_len: 100,
+                input: 256,
+                hidden: 256,
+            },
+            threads: 2,
+            seconds: 0.00123,
+        };
+        let line = m.json();
+        let keys: Vec<String> = parse_flat_json(&line).unwrap().into_keys().collect();
+        let mut want = [
+            "kernel",
+            "cell",
+            "variant",
+            "mode",
+            "batch",
+            "seq_len",
+            "input",
+            "hidden",
+            "threads",
+            "seconds",
+            "gflops",
+            "steps_per_s",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(Measurement::parse_json(&line).unwrap(), m);
+        // 2·3·256·512·100 flops in 1.23 ms.
+        assert!((m.gflops() - 63.9).abs() < 0.1, "{}", m.gflops());
+        let lstm = Measurement {
+            cell: CellKind::Lstm,
+            variant: None,
+            ..m
+        };
+        assert!(lstm.json().contains("\"variant\":null"));
+        assert_eq!(Measurement::parse_json(&lstm.json()).unwrap(), lstm);
+    }
+
+    #[test]
+    fn shapes_parse_and_reject_nonsense() {
+        assert_eq!(
+            "64:100:256:512".parse::<Shape>().unwrap(),
+            Shape {
+                batch: 64,
+                seq_len: 100,
+                input: 256,
+                hidden: 512
+            }
+        );
+        for bad in ["1:2:3", "1:2:3:x", "0:1:1:1", "", "1:2:3:4:5"] {
+            assert!(bad.parse::<Shape>().is_err(), "{bad}");
+        }
+    }
+}
