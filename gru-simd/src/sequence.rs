@@ -202,18 +202,30 @@ impl RecurrentKernel for SimdModel {
 }
 
 /// Buffers kept between calls, grown to the largest shape seen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Workspace {
     /// The chunk's inputs in step order, `[n·B, I]`.
     gathered: Vec<f32>,
-    /// The chunk's projection, `[n·B, G·Hp]` as vectors.
-    projection: Vec<f32x8>,
+    /// The chunk's projection, `[n·B, G·Hp]` as vectors, written by every worker.
+    projection: SharedVectors,
     /// Whether each (step, row) of the chunk is inside its sequence.
     active: Vec<bool>,
     /// The state buffers of each group of rows.
     groups: Vec<RowGroup>,
     /// Outputs of the layers before the last, time-major.
     between: [Vec<f32>; 2],
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self {
+            gathered: Vec::new(),
+            projection: SharedVectors::zeros(0),
+            active: Vec::new(),
+            groups: Vec::new(),
+            between: [Vec::new(), Vec::new()],
+        }
+    }
 }
 
 /// Rows whose state lives together: all rows (split by panels over workers), or one worker's
@@ -328,16 +340,9 @@ impl DirectionRun<'_> {
         for s0 in (0..steps).step_by(chunk) {
             let n = chunk.min(steps - s0);
             self.gather(ws, s0, n);
-            ws.projection.clear();
-            ws.projection.resize(n * batch * width, f32x8::ZERO);
-            let rows_per_part = (n * batch).div_ceil(threads);
-            self.workers.zip_chunks(
-                &mut ws.projection,
-                rows_per_part * width,
-                &ws.gathered,
-                rows_per_part * layer.input_size(),
-                &|out, x| project_rows(layer, x, out),
-            );
+            if ws.projection.len() < n * batch * width {
+                ws.projection = SharedVectors::zeros(n * batch * width);
+            }
             ws.active.clear();
             ws.active.extend(
                 (0..n)
@@ -345,8 +350,25 @@ impl DirectionRun<'_> {
                     .map(|(i, b)| s0 + i < self.input.valid_len(b)),
             );
 
-            let (projection, active, groups) = (&ws.projection, &ws.active, &ws.groups);
+            let (gathered, projection, active, groups) =
+                (&ws.gathered, &ws.projection, &ws.active, &ws.groups);
+            let input_size = layer.input_size();
             self.workers.run(&|worker, barrier| {
+                // The projection: each worker a share of the chunk's rows, one GEMM each.
+                let mine = share(n * batch, threads, worker, 1);
+                // SAFETY: the shares are disjoint, and nothing reads the projection before
+                // the barrier below.
+                let out = unsafe { projection.write_range(mine.start * width..mine.end * width) };
+                project_rows(
+                    layer,
+                    &gathered[mine.start * input_size..mine.end * input_size],
+                    out,
+                );
+                barrier.wait();
+                // SAFETY: every share was written before the barrier; nothing writes the
+                // projection again in this run.
+                let projection = unsafe { projection.read(0..n * batch * width) };
+
                 let (group, panel_range) = if split_rows {
                     (&groups[worker], 0..panels)
                 } else {

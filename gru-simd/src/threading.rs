@@ -78,14 +78,18 @@ impl SpinBarrier {
     }
 }
 
+#[cfg(feature = "rayon")]
 /// A job as the team's threads see it: the caller's closure with its lifetime erased. It is
 /// dereferenced only between the publishing and the completion of one [`Team::run`], while
 /// the closure is alive on the caller's stack.
 type ErasedJob = *const (dyn Fn(usize, &SpinBarrier) + Sync + 'static);
 
+#[cfg(feature = "rayon")]
 /// State shared by the caller and the team's threads.
 struct TeamShared {
     size: usize,
+    /// The team threads' handles, for `unpark`; filled as they start.
+    threads: std::sync::Mutex<Vec<std::thread::Thread>>,
     job: UnsafeCell<Option<ErasedJob>>,
     generation: AtomicUsize,
     finished: AtomicUsize,
@@ -94,31 +98,42 @@ struct TeamShared {
     barrier: SpinBarrier,
 }
 
+#[cfg(feature = "rayon")]
 // SAFETY: `job` is written only by the caller of `run` while no team thread reads it (before a
 // generation is published and after every thread reported completion); everything else is
 // atomic. The erased closure is `Sync`, so calling it from several threads is allowed.
 unsafe impl Sync for TeamShared {}
+#[cfg(feature = "rayon")]
 // SAFETY: as above; the raw pointer is a borrowed reference in disguise.
 unsafe impl Send for TeamShared {}
 
-/// Persistent threads that run one job at a time, all at once, meeting at a barrier.
+#[cfg(feature = "rayon")]
+/// Persistent workers that run one job at a time, all at once, meeting at a barrier. The
+/// caller is worker 0; workers 1.. are loops that occupy the threads of a dedicated `rayon`
+/// pool for the team's whole life.
 ///
-/// Why not `rayon` here: its work stealing allocates now and then (epoch-based reclamation),
-/// and the streaming step must not allocate; and a job whose workers meet at barriers needs
-/// every worker running at the same time, which only a dedicated team guarantees.
+/// Why not hand each step to `rayon` as tasks: its work stealing allocates now and then
+/// (epoch-based reclamation), and the streaming step must not allocate; a task per step costs
+/// microseconds of wake-up, as much as a step at batch 1; and a job whose workers meet at
+/// barriers needs every worker running at once, which only a dedicated team guarantees.
+/// Measured here (`gru bench`, B = 64, I = H = 256, 2 threads): with the projection on rayon
+/// tasks beside a spinning team, 108 GFLOP/s; with everything on the team, see the README.
 struct Team {
     shared: Arc<TeamShared>,
-    handles: Vec<std::thread::JoinHandle<()>>,
+    _pool: rayon::ThreadPool,
 }
 
+#[cfg(feature = "rayon")]
 /// How long an idle team thread spins before it parks: long enough that back-to-back steps
 /// never wait for a wake-up, short enough not to burn a core for long after the last one.
 const SPINS_BEFORE_PARK: u32 = 1 << 16;
 
+#[cfg(feature = "rayon")]
 impl Team {
     fn new(size: usize) -> Result<Self> {
         let shared = Arc::new(TeamShared {
             size,
+            threads: std::sync::Mutex::new(Vec::with_capacity(size)),
             job: UnsafeCell::new(None),
             generation: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
@@ -126,16 +141,47 @@ impl Team {
             shutdown: AtomicBool::new(false),
             barrier: SpinBarrier::new(size),
         });
-        let handles = (1..size)
-            .map(|index| {
-                let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("gru-simd-{index}"))
-                    .spawn(move || team_thread(&shared, index))
-                    .map_err(|e| Error::Config(format!("cannot start {size} threads: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { shared, handles })
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(size - 1)
+            .thread_name(|i| format!("gru-simd-{}", i + 1))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start {size} threads: {e}")))?;
+        for index in 1..size {
+            let shared = Arc::clone(&shared);
+            pool.spawn(move || {
+                shared
+                    .threads
+                    .lock()
+                    .expect("no panic while registering")
+                    .push(std::thread::current());
+                team_thread(&shared, index);
+            });
+        }
+        while shared
+            .threads
+            .lock()
+            .expect("no panic while registering")
+            .len()
+            < size - 1
+        {
+            std::thread::yield_now();
+        }
+        Ok(Self {
+            shared,
+            _pool: pool,
+        })
+    }
+
+    fn unpark_all(&self) {
+        for thread in self
+            .shared
+            .threads
+            .lock()
+            .expect("no panic while registering")
+            .iter()
+        {
+            thread.unpark();
+        }
     }
 
     fn run(&self, work: &(dyn Fn(usize, &SpinBarrier) + Sync)) {
@@ -152,9 +198,7 @@ impl Team {
         unsafe { *shared.job.get() = Some(erased) };
         shared.finished.store(0, Ordering::Relaxed);
         shared.generation.fetch_add(1, Ordering::Release);
-        for handle in &self.handles {
-            handle.thread().unpark();
-        }
+        self.unpark_all();
         let _wait = WaitForTeam(shared);
         let caller =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(0, &shared.barrier)));
@@ -165,10 +209,12 @@ impl Team {
     }
 }
 
+#[cfg(feature = "rayon")]
 /// Waits, even while unwinding, until every team thread has finished the current job, then
 /// withdraws it; re-raises a panic of any worker.
 struct WaitForTeam<'a>(&'a TeamShared);
 
+#[cfg(feature = "rayon")]
 impl Drop for WaitForTeam<'_> {
     fn drop(&mut self) {
         let shared = self.0;
@@ -183,6 +229,7 @@ impl Drop for WaitForTeam<'_> {
     }
 }
 
+#[cfg(feature = "rayon")]
 fn team_thread(shared: &TeamShared, index: usize) {
     let mut seen = 0;
     loop {
@@ -220,23 +267,20 @@ fn team_thread(shared: &TeamShared, index: usize) {
     }
 }
 
+#[cfg(feature = "rayon")]
 impl Drop for Team {
     fn drop(&mut self) {
+        // The loops return; the pool's threads then end when the pool is dropped.
         self.shared.shutdown.store(true, Ordering::Release);
-        for handle in self.handles.drain(..) {
-            handle.thread().unpark();
-            let _ = handle.join();
-        }
+        self.unpark_all();
     }
 }
 
-/// The workers of one model: the calling thread alone, or a team of persistent threads; with
-/// the `rayon` feature also a pool for the data-parallel input projection.
+/// The workers of one model: the calling thread alone, or (with the `rayon` feature) a team.
 pub struct Workers {
     threads: usize,
-    team: Option<Team>,
     #[cfg(feature = "rayon")]
-    pool: Option<rayon::ThreadPool>,
+    team: Option<Team>,
 }
 
 impl std::fmt::Debug for Workers {
@@ -246,35 +290,31 @@ impl std::fmt::Debug for Workers {
 }
 
 impl Workers {
-    /// `threads ≥ 1` workers.
+    /// `threads ≥ 1` workers; more than one needs the `rayon` feature.
     pub fn new(threads: usize) -> Result<Self> {
         if threads == 0 {
             return Err(Error::Config(
                 "the number of threads must be at least 1".into(),
             ));
         }
-        let team = if threads > 1 {
-            Some(Team::new(threads)?)
-        } else {
-            None
-        };
         #[cfg(feature = "rayon")]
-        let pool = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("gru-simd-gemm-{i}"))
-                .build()
-                .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
-            Some(pool)
-        } else {
-            None
-        };
-        Ok(Self {
-            threads,
-            team,
-            #[cfg(feature = "rayon")]
-            pool,
-        })
+        {
+            let team = if threads > 1 {
+                Some(Team::new(threads)?)
+            } else {
+                None
+            };
+            Ok(Self { threads, team })
+        }
+        #[cfg(not(feature = "rayon"))]
+        {
+            if threads > 1 {
+                return Err(Error::Unsupported(
+                    "more than one thread needs the `rayon` feature".into(),
+                ));
+            }
+            Ok(Self { threads })
+        }
     }
 
     /// Number of workers.
@@ -285,38 +325,12 @@ impl Workers {
     /// Runs `work(worker, barrier)` on every worker at once and returns when all are done.
     /// Allocates nothing.
     pub fn run(&self, work: &(dyn Fn(usize, &SpinBarrier) + Sync)) {
-        match &self.team {
-            Some(team) => team.run(work),
-            None => work(0, &SpinBarrier::new(1)),
-        }
-    }
-
-    /// Calls `work(out_chunk, in_chunk)` on matching chunks of `out` and `input` (`out_chunk`
-    /// and `in_chunk` elements each), spread over the workers with the `rayon` feature.
-    pub fn zip_chunks<T: Send, U: Sync>(
-        &self,
-        out: &mut [T],
-        out_chunk: usize,
-        input: &[U],
-        in_chunk: usize,
-        work: &(dyn Fn(&mut [T], &[U]) + Sync),
-    ) {
         #[cfg(feature = "rayon")]
-        if let Some(pool) = &self.pool {
-            use rayon::prelude::*;
-            pool.install(|| {
-                out.par_chunks_mut(out_chunk.max(1))
-                    .zip(input.par_chunks(in_chunk.max(1)))
-                    .for_each(|(o, i)| work(o, i));
-            });
+        if let Some(team) = &self.team {
+            team.run(work);
             return;
         }
-        for (o, i) in out
-            .chunks_mut(out_chunk.max(1))
-            .zip(input.chunks(in_chunk.max(1)))
-        {
-            work(o, i);
-        }
+        work(0, &SpinBarrier::new(1));
     }
 }
 
@@ -382,6 +396,20 @@ impl SharedVectors {
         let cells = &self.cells[range];
         // SAFETY: same layout (see `as_mut`); the caller rules out concurrent writes.
         unsafe { &*(std::ptr::from_ref::<[UnsafeCell<f32x8>]>(cells) as *const [f32x8]) }
+    }
+
+    /// The vectors in `range`, to write.
+    ///
+    /// # Safety
+    /// No other worker may read or write any index in `range` while the returned slice is
+    /// alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn write_range(&self, range: Range<usize>) -> &mut [f32x8] {
+        let cells = &self.cells[range];
+        // SAFETY: `UnsafeCell<T>` has the layout of `T`, and the pointer comes from
+        // `UnsafeCell::raw_get`, so writing through it is allowed; the caller guarantees
+        // exclusive access to these cells while the slice lives.
+        unsafe { std::slice::from_raw_parts_mut(UnsafeCell::raw_get(cells.as_ptr()), cells.len()) }
     }
 
     /// Writes `value` at `index`.
