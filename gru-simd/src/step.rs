@@ -136,7 +136,7 @@ pub fn recurrent_step(
                 c: &scratch.c,
                 h_next,
             };
-            run_tiles::<4, 3, 3, _>(
+            run_tiles::<4, 2, 3, _>(
                 &epilogue,
                 recurrent,
                 as_floats(h_prev),
