@@ -35,6 +35,8 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
     let span = (k_len - 1) * k_stride + G;
     let panels = panel_starts.map(|start| &weights[start..start + span]);
     let mut a = *acc;
+    // `k` walks the inputs one float at a time and the weights `k_stride` vectors at a time.
+    #[allow(clippy::needless_range_loop)]
     for k in 0..k_len {
         let offset = k * k_stride;
         for j in 0..NR {

@@ -13,11 +13,12 @@ use wide::f32x8;
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project_rows;
 use crate::step::{CellScratch, recurrent_step};
-use crate::threading::{SharedVectors, Workers, share};
+use crate::threading::{SharedSlice, SharedVectors, Workers, share};
 
-/// Upper bound on the projection buffer of one chunk, in vectors (4 MiB): memory stays bounded
-/// for any sequence length, and a chunk is still large enough to amortise the GEMM's packing.
-const CHUNK_VECTORS: usize = 1 << 17;
+/// Upper bound on the projection buffer of one chunk, in vectors (1 MiB): memory stays bounded
+/// for any sequence length, the buffer stays in cache, and a chunk is still large enough to
+/// amortise the GEMM's packing.
+const CHUNK_VECTORS: usize = 1 << 15;
 
 /// Rows per worker below which the batch is not split by rows.
 const MIN_ROWS_PER_WORKER: usize = 4;
@@ -42,27 +43,73 @@ pub struct SimdModel {
     workspace: Workspace,
 }
 
-/// Single-layer GRU constructor: `gru_simd::Gru::new(&weights, variant)`.
+/// A one-layer GRU packed for the SIMD kernels; everything else is [`SimdModel`]'s.
+///
+/// ```
+/// use gru_core::{CellKind, GruVariant, LayerWeights, RecurrentKernel, SequenceInput};
+/// let w = LayerWeights::new(CellKind::Gru, 2, 8, vec![0.1; 48], vec![0.1; 192], None, None)?;
+/// let mut gru = gru_simd::Gru::new(&w, GruVariant::ResetBefore)?;
+/// assert_eq!(gru.forward(&SequenceInput::new(&[1.0, 2.0], 1, 1))?.h_n.len(), 8);
+/// # Ok::<(), gru_core::Error>(())
+/// ```
 #[derive(Debug)]
-pub struct Gru;
+pub struct Gru(SimdModel);
 
 impl Gru {
-    /// Packs one GRU layer.
-    pub fn new(weights: &LayerWeights, variant: GruVariant) -> Result<SimdModel> {
-        SimdModel::new(&Model::single_layer(Cell::Gru(variant), weights.clone())?)
+    /// Packs one GRU layer to run as `variant`.
+    pub fn new(weights: &LayerWeights, variant: GruVariant) -> Result<Self> {
+        Ok(Self(SimdModel::new(&Model::single_layer(
+            Cell::Gru(variant),
+            weights.clone(),
+        )?)?))
     }
 }
 
-/// Single-layer LSTM constructor: `gru_simd::Lstm::new(&weights)`.
+/// A one-layer LSTM packed for the SIMD kernels; everything else is [`SimdModel`]'s.
 #[derive(Debug)]
-pub struct Lstm;
+pub struct Lstm(SimdModel);
 
 impl Lstm {
     /// Packs one LSTM layer.
-    pub fn new(weights: &LayerWeights) -> Result<SimdModel> {
-        SimdModel::new(&Model::single_layer(Cell::Lstm, weights.clone())?)
+    pub fn new(weights: &LayerWeights) -> Result<Self> {
+        Ok(Self(SimdModel::new(&Model::single_layer(
+            Cell::Lstm,
+            weights.clone(),
+        )?)?))
     }
 }
+
+macro_rules! single_layer_model {
+    ($name:ident) => {
+        impl std::ops::Deref for $name {
+            type Target = SimdModel;
+            fn deref(&self) -> &SimdModel {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut SimdModel {
+                &mut self.0
+            }
+        }
+
+        impl RecurrentKernel for $name {
+            fn name(&self) -> &'static str {
+                self.0.name()
+            }
+            fn config(&self) -> &ModelConfig {
+                self.0.config()
+            }
+            fn forward(&mut self, input: &SequenceInput<'_>) -> Result<SequenceOutput> {
+                self.0.forward(input)
+            }
+        }
+    };
+}
+
+single_layer_model!(Gru);
+single_layer_model!(Lstm);
 
 impl SimdModel {
     /// Packs every layer of `model`, to run on the calling thread.
@@ -233,25 +280,24 @@ impl Default for Workspace {
 #[derive(Debug)]
 struct RowGroup {
     rows: Range<usize>,
-    /// `h` before the chunk (slot 0) and after each of its steps, `rows × panels` each.
-    history: Vec<SharedVectors>,
+    /// `h`, double-buffered: step `s` reads slot `s % 2` and writes the other.
+    h: [SharedVectors; 2],
     scratch: CellScratch,
 }
 
 impl RowGroup {
-    fn new(layer: &PackedLayer, rows: Range<usize>, slots: usize) -> Self {
+    fn new(layer: &PackedLayer, rows: Range<usize>) -> Self {
         let len = rows.len() * layer.panels();
         Self {
-            history: (0..slots).map(|_| SharedVectors::zeros(len)).collect(),
+            h: [SharedVectors::zeros(len), SharedVectors::zeros(len)],
             scratch: CellScratch::new(layer, rows.len()),
             rows,
         }
     }
 
-    fn fits(&self, layer: &PackedLayer, rows: &Range<usize>, slots: usize) -> bool {
+    fn fits(&self, layer: &PackedLayer, rows: &Range<usize>) -> bool {
         self.rows == *rows
-            && self.history.len() >= slots
-            && self.history[0].len() == rows.len() * layer.panels()
+            && self.h[0].len() == rows.len() * layer.panels()
             && self.scratch.fits(layer, rows.len())
     }
 }
@@ -305,7 +351,7 @@ impl DirectionRun<'_> {
         let group_rows: Vec<Range<usize>> = if split_rows {
             (0..threads).map(|w| share(batch, threads, w, 1)).collect()
         } else {
-            vec![0..batch]
+            std::iter::once(0..batch).collect()
         };
         let chunk = (CHUNK_VECTORS / (batch * width).max(1)).clamp(1, steps.max(1));
         let fits = ws.groups.len() == group_rows.len()
@@ -313,23 +359,17 @@ impl DirectionRun<'_> {
                 .groups
                 .iter()
                 .zip(&group_rows)
-                .all(|(g, r)| g.fits(layer, r, chunk + 1));
+                .all(|(g, r)| g.fits(layer, r));
         if !fits {
             ws.groups = group_rows
                 .iter()
-                .map(|r| RowGroup::new(layer, r.clone(), chunk + 1))
+                .map(|r| RowGroup::new(layer, r.clone()))
                 .collect();
         }
         for group in &mut ws.groups {
+            load_state(group.h[0].get_mut(), self.h0, &group.rows, hidden, panels);
             load_state(
-                group.history[0].as_mut(),
-                self.h0,
-                &group.rows,
-                hidden,
-                panels,
-            );
-            load_state(
-                group.scratch.c.as_mut(),
+                group.scratch.c.get_mut(),
                 self.c0,
                 &group.rows,
                 hidden,
@@ -337,6 +377,11 @@ impl DirectionRun<'_> {
             );
         }
 
+        let dest_cells = SharedSlice::new(dest.data);
+        let dest = Destination {
+            data: &mut [],
+            ..dest
+        };
         for s0 in (0..steps).step_by(chunk) {
             let n = chunk.min(steps - s0);
             self.gather(ws, s0, n);
@@ -375,58 +420,71 @@ impl DirectionRun<'_> {
                     (&groups[0], share(panels, threads, worker, 1))
                 };
                 let rows = group.rows.clone();
+                let units =
+                    (panel_range.start * LANES).min(hidden)..(panel_range.end * LANES).min(hidden);
                 let sync = || {
                     if !split_rows {
                         barrier.wait()
                     }
                 };
                 for i in 0..n {
+                    let s = s0 + i;
                     let step_rows = i * batch + rows.start..i * batch + rows.end;
-                    // SAFETY: slot i was completed before this step began: by the previous
+                    let (prev, next) = (&group.h[s % 2], &group.h[(s + 1) % 2]);
+                    // SAFETY: `prev` was completed before this step began: by the previous
                     // step of this worker (rows split) or before the barrier that ended the
-                    // previous step (panels split); this step writes only slot i + 1.
-                    let h_prev = unsafe { group.history[i].read(0..group.history[i].len()) };
+                    // previous step (panels split); this step writes only `next`.
+                    let h_prev = unsafe { prev.read(0..prev.len()) };
                     recurrent_step(
                         layer,
                         &group.scratch,
                         &projection[step_rows.start * width..step_rows.end * width],
                         &active[step_rows],
                         h_prev,
-                        &group.history[i + 1],
+                        next,
                         0..rows.len(),
                         panel_range.clone(),
                         &sync,
                     );
+                    // This worker's rows and units of the new state, to the output.
+                    for (rel, b) in rows.clone().enumerate() {
+                        if s < self.input.valid_len(b) && !units.is_empty() {
+                            let own =
+                                rel * panels + panel_range.start..rel * panels + panel_range.end;
+                            // SAFETY: these vectors were written by this worker in this step
+                            // (its rows or its panels); no one else touches them until the
+                            // next barrier.
+                            let state: &[f32] =
+                                wide::bytemuck::cast_slice(unsafe { next.read(own) });
+                            let first = panel_range.start * LANES;
+                            let row = dest.layout.row(self.time_of(s, b), b);
+                            // SAFETY: (row, offset + units) is written by this worker only:
+                            // rows are split by worker, or units are.
+                            unsafe {
+                                dest_cells.write(
+                                    row * dest.width + dest.offset + units.start,
+                                    &state[units.start - first..units.end - first],
+                                );
+                            }
+                        }
+                    }
                     sync();
                 }
             });
-
-            for group in &mut ws.groups {
-                for i in 0..n {
-                    // SAFETY: the workers have finished; nothing writes the history now.
-                    let h = unsafe { group.history[i + 1].read(0..group.history[i + 1].len()) };
-                    let h: &[f32] = wide::bytemuck::cast_slice(h);
-                    for (rel, b) in group.rows.clone().enumerate() {
-                        let s = s0 + i;
-                        if s < self.input.valid_len(b) {
-                            let row = dest.layout.row(self.time_of(s, b), b);
-                            let start = row * dest.width + dest.offset;
-                            dest.data[start..start + hidden]
-                                .copy_from_slice(&h[rel * panels * LANES..][..hidden]);
-                        }
-                    }
-                }
-                let (first, rest) = group.history.split_at_mut(1);
-                first[0].as_mut().copy_from_slice(rest[n - 1].as_mut());
-            }
         }
 
         for group in &mut ws.groups {
-            store_state(group.history[0].as_mut(), h_n, &group.rows, hidden, panels);
+            store_state(
+                group.h[steps % 2].get_mut(),
+                h_n,
+                &group.rows,
+                hidden,
+                panels,
+            );
         }
         if let Some(c_n) = c_n {
             for group in &mut ws.groups {
-                store_state(group.scratch.c.as_mut(), c_n, &group.rows, hidden, panels);
+                store_state(group.scratch.c.get_mut(), c_n, &group.rows, hidden, panels);
             }
         }
     }

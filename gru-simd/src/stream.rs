@@ -146,7 +146,7 @@ impl Stream<'_> {
             .expect("a model has at least one layer");
         let panels = self.model.layers().last().map_or(0, PackedLayer::panels);
         copy_out(
-            last.h[last.current].as_mut(),
+            last.h[last.current].get_mut(),
             &mut self.output,
             config.hidden_size,
             panels,
@@ -179,14 +179,14 @@ impl Stream<'_> {
         for (l, state) in self.layers.iter_mut().enumerate() {
             let panels = state.projection.len() / self.batch.max(1) / config.cell.gate_count();
             copy_in(
-                state.h[state.current].as_mut(),
+                state.h[state.current].get_mut(),
                 &h0[l * per_layer..(l + 1) * per_layer],
                 config.hidden_size,
                 panels,
             );
             if let Some(c0) = c0 {
                 copy_in(
-                    state.scratch.c.as_mut(),
+                    state.scratch.c.get_mut(),
                     &c0[l * per_layer..(l + 1) * per_layer],
                     config.hidden_size,
                     panels,
@@ -205,14 +205,14 @@ impl Stream<'_> {
         for (l, (state, packed)) in self.layers.iter_mut().zip(self.model.layers()).enumerate() {
             let panels = packed.panels();
             copy_out(
-                state.h[state.current].as_mut(),
+                state.h[state.current].get_mut(),
                 &mut h[l * per_layer..(l + 1) * per_layer],
                 config.hidden_size,
                 panels,
             );
             if let Some(c) = c.as_mut() {
                 copy_out(
-                    state.scratch.c.as_mut(),
+                    state.scratch.c.get_mut(),
                     &mut c[l * per_layer..(l + 1) * per_layer],
                     config.hidden_size,
                     panels,

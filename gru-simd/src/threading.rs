@@ -381,7 +381,7 @@ impl SharedVectors {
     }
 
     /// The whole buffer, for exclusive use.
-    pub fn as_mut(&mut self) -> &mut [f32x8] {
+    pub fn get_mut(&mut self) -> &mut [f32x8] {
         // SAFETY: `UnsafeCell<T>` has the layout of `T`, and `&mut self` excludes other access.
         unsafe {
             &mut *(std::ptr::from_mut::<[UnsafeCell<f32x8>]>(&mut self.cells) as *mut [f32x8])
@@ -394,7 +394,7 @@ impl SharedVectors {
     /// No worker may write any index in `range` while the returned slice is alive.
     pub unsafe fn read(&self, range: Range<usize>) -> &[f32x8] {
         let cells = &self.cells[range];
-        // SAFETY: same layout (see `as_mut`); the caller rules out concurrent writes.
+        // SAFETY: same layout (see `get_mut`); the caller rules out concurrent writes.
         unsafe { &*(std::ptr::from_ref::<[UnsafeCell<f32x8>]>(cells) as *const [f32x8]) }
     }
 
@@ -420,6 +420,40 @@ impl SharedVectors {
     pub unsafe fn write(&self, index: usize, value: f32x8) {
         // SAFETY: the caller guarantees exclusive access to this cell until the next barrier.
         unsafe { *self.cells[index].get() = value }
+    }
+}
+
+/// A borrowed slice that several workers write at disjoint indices between barriers (the
+/// output sequence, which each worker fills for its own rows or units).
+pub struct SharedSlice<'a, T> {
+    cells: &'a [UnsafeCell<T>],
+}
+
+// SAFETY: access goes through `write`, whose contract rules out data races.
+unsafe impl<T: Send> Sync for SharedSlice<'_, T> {}
+
+impl<'a, T: Copy> SharedSlice<'a, T> {
+    /// Shares `slice` for the lifetime of the borrow.
+    pub fn new(slice: &'a mut [T]) -> Self {
+        let len = slice.len();
+        let cell: &'a UnsafeCell<[T]> = UnsafeCell::from_mut(slice);
+        // SAFETY: `UnsafeCell<[T]>` has the layout of `[T]`, which has the layout of
+        // `[UnsafeCell<T>]`; the exclusive borrow is held for `'a`.
+        let cells = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(cell).cast::<UnsafeCell<T>>(), len)
+        };
+        Self { cells }
+    }
+
+    /// Copies `values` to `start..start + values.len()`.
+    ///
+    /// # Safety
+    /// No other worker may read or write these indices concurrently.
+    pub unsafe fn write(&self, start: usize, values: &[T]) {
+        for (cell, &value) in self.cells[start..start + values.len()].iter().zip(values) {
+            // SAFETY: the caller guarantees exclusive access to these cells.
+            unsafe { *cell.get() = value };
+        }
     }
 }
 

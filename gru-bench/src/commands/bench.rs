@@ -305,6 +305,17 @@ fn reference_is_affordable(shape: Shape) -> bool {
     shape.batch * shape.seq_len * shape.hidden * (shape.input + shape.hidden) <= 100 * 256 * 512
 }
 
+/// A one-layer model of `shape` with deterministic weights in PyTorch's initialisation range,
+/// and an input sequence for it (`[T, B, I]`): what `gru bench` and the criterion benches time.
+pub fn synthetic(cell: Cell, shape: Shape) -> (Model, Vec<f32>) {
+    let model = Model::single_layer(cell, weights(cell.kind(), shape.input, shape.hidden))
+        .expect("consistent sizes");
+    let x = (0..shape.seq_len * shape.batch * shape.input)
+        .map(|k| (k as f32 * 0.37).sin())
+        .collect();
+    (model, x)
+}
+
 /// Deterministic weights in PyTorch's initialisation range.
 fn weights(kind: CellKind, input: usize, hidden: usize) -> LayerWeights {
     let rows = kind.gate_count() * hidden;
