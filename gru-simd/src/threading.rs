@@ -95,6 +95,8 @@ struct TeamShared {
     finished: AtomicUsize,
     panicked: AtomicBool,
     shutdown: AtomicBool,
+    /// Team threads whose loop has returned after `shutdown`.
+    exited: AtomicUsize,
     barrier: SpinBarrier,
 }
 
@@ -139,6 +141,7 @@ impl Team {
             finished: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            exited: AtomicUsize::new(0),
             barrier: SpinBarrier::new(size),
         });
         let pool = rayon::ThreadPoolBuilder::new()
@@ -236,6 +239,7 @@ fn team_thread(shared: &TeamShared, index: usize) {
         let mut spins = 0u32;
         loop {
             if shared.shutdown.load(Ordering::Acquire) {
+                shared.exited.fetch_add(1, Ordering::Release);
                 return;
             }
             let generation = shared.generation.load(Ordering::Acquire);
@@ -270,9 +274,13 @@ fn team_thread(shared: &TeamShared, index: usize) {
 #[cfg(feature = "rayon")]
 impl Drop for Team {
     fn drop(&mut self) {
-        // The loops return; the pool's threads then end when the pool is dropped.
+        // The loops return (waited for here); the pool's threads then end when the pool is
+        // dropped.
         self.shared.shutdown.store(true, Ordering::Release);
         self.unpark_all();
+        while self.shared.exited.load(Ordering::Acquire) < self.shared.size - 1 {
+            std::thread::yield_now();
+        }
     }
 }
 

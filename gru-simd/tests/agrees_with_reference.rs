@@ -137,8 +137,9 @@ fn run(case: &Case) -> (SequenceOutput, SequenceOutput) {
 }
 
 proptest! {
+    // PROPTEST_CASES overrides the count (the valgrind run uses a few).
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(debug_assertions) { 12 } else { 96 },
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(if cfg!(debug_assertions) { 12 } else { 96 }),
         ..ProptestConfig::default()
     })]
 
