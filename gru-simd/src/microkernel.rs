@@ -12,29 +12,28 @@
 
 use wide::f32x8;
 
-/// `acc[m][j][g] += Σ_k inputs[m][k] · weights[panel_starts[j] + k·k_stride + g]` for
-/// `k < k_len`.
+/// Returns `acc` with `acc[m][j][g] += Σ_k inputs[m][k] · weights[panel_starts[j] +
+/// k·k_stride + g]` for `k < k_len`.
 ///
 /// # Panics
 /// If an input row is shorter than `k_len` or a panel runs past the end of `weights`.
 #[inline(always)]
 pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
-    acc: &mut [[[f32x8; G]; NR]; MR],
+    mut acc: [[[f32x8; G]; NR]; MR],
     inputs: [&[f32]; MR],
     weights: &[f32x8],
     panel_starts: [usize; NR],
     k_stride: usize,
     k_len: usize,
-) {
+) -> [[[f32x8; G]; NR]; MR] {
     if k_len == 0 {
-        return;
+        return acc;
     }
     let inputs = inputs.map(|row| &row[..k_len]);
     // One slice per panel covering exactly its k_len strided rows, so the loop below indexes
     // within bounds the compiler can see.
     let span = (k_len - 1) * k_stride + G;
     let panels = panel_starts.map(|start| &weights[start..start + span]);
-    let mut a = *acc;
     // `k` walks the inputs one float at a time and the weights `k_stride` vectors at a time.
     #[allow(clippy::needless_range_loop)]
     for k in 0..k_len {
@@ -44,12 +43,12 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
             for m in 0..MR {
                 let x = f32x8::splat(inputs[m][k]);
                 for g in 0..G {
-                    a[m][j][g] = x.mul_add(w[g], a[m][j][g]);
+                    acc[m][j][g] = x.mul_add(w[g], acc[m][j][g]);
                 }
             }
         }
     }
-    *acc = a;
+    acc
 }
 
 #[cfg(test)]

@@ -54,19 +54,19 @@ fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
     rows: [usize; MR],
     panels: [usize; NR],
 ) {
-    let mut acc: [[[f32x8; G]; NR]; MR] =
+    let init: [[[f32x8; G]; NR]; MR] =
         std::array::from_fn(|m| std::array::from_fn(|j| epilogue.init(rows[m], panels[j])));
-    accumulate_tile::<G, MR, NR>(
-        &mut acc,
+    let acc = accumulate_tile::<G, MR, NR>(
+        init,
         inputs,
         weights.data,
         panels.map(|p| p * weights.panel_stride),
         weights.k_stride,
         weights.k_len,
     );
-    for (m, row_acc) in acc.into_iter().enumerate() {
-        for (j, unit_acc) in row_acc.into_iter().enumerate() {
-            epilogue.finish(rows[m], panels[j], unit_acc);
+    for m in 0..MR {
+        for j in 0..NR {
+            epilogue.finish(rows[m], panels[j], acc[m][j]);
         }
     }
 }
