@@ -96,9 +96,8 @@ mod tests {
             })
             .collect();
         let starts: [usize; NR] = std::array::from_fn(|j| (j + 1) * k_len.max(1) * k_stride / 2);
-        let mut acc = [[[f32x8::ZERO; G]; NR]; MR];
-        accumulate_tile::<G, MR, NR>(
-            &mut acc,
+        let acc = accumulate_tile::<G, MR, NR>(
+            [[[f32x8::ZERO; G]; NR]; MR],
             std::array::from_fn(|m| inputs[m].as_slice()),
             &weights,
             starts,
@@ -147,13 +146,18 @@ mod tests {
             .map(|m| (0..k_len).map(|k| ((m + k) as f32 * 0.3).cos()).collect())
             .collect();
         let r = |m: usize| rows[m].as_slice();
-        let mut alone = [[[f32x8::ZERO; 3]; 1]; 1];
-        accumulate_tile::<3, 1, 1>(&mut alone, [r(0)], &weights, [0], 3, k_len);
-        let mut tall = [[[f32x8::ZERO; 3]; 1]; 4];
-        accumulate_tile::<3, 4, 1>(&mut tall, [r(0), r(1), r(2), r(3)], &weights, [0], 3, k_len);
-        let mut wide_tile = [[[f32x8::ZERO; 3]; 4]; 1];
-        accumulate_tile::<3, 1, 4>(
-            &mut wide_tile,
+        let alone =
+            accumulate_tile::<3, 1, 1>([[[f32x8::ZERO; 3]; 1]; 1], [r(0)], &weights, [0], 3, k_len);
+        let tall = accumulate_tile::<3, 4, 1>(
+            [[[f32x8::ZERO; 3]; 1]; 4],
+            [r(0), r(1), r(2), r(3)],
+            &weights,
+            [0],
+            3,
+            k_len,
+        );
+        let wide_tile = accumulate_tile::<3, 1, 4>(
+            [[[f32x8::ZERO; 3]; 4]; 1],
             [r(0)],
             &weights,
             [0, k_len * 3, 2 * k_len * 3, 3 * k_len * 3],
