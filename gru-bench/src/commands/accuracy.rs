@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::io::Write;
 
-use gru_simd::activation::accuracy::{Activation, Report, sweep, ulp_bound};
+use gru_simd::activation::accuracy::{Activation, sweep, ulp_bound};
 
 use crate::CliError;
 use crate::timing::median_seconds;
@@ -56,20 +56,6 @@ pub fn speed(activation: Activation) -> (f64, f64) {
     )
 }
 
-fn print_report(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<8} {:>14} {:>4} ulp at x = {:<14e} max abs {:.3e} at x = {:<14e} below MIN_POSITIVE abs {:.3e}",
-        report.activation.name(),
-        report.inputs,
-        report.max_ulp,
-        report.max_ulp_at,
-        report.max_abs,
-        report.max_abs_at,
-        report.max_tiny_abs
-    )
-}
-
 /// Runs `gru accuracy`. Fails (nonzero exit) when a bound is broken.
 pub fn run(options: &AccuracyOptions) -> Result<(), CliError> {
     let support = gru_simd::simd_level();
@@ -103,7 +89,7 @@ pub fn run(options: &AccuracyOptions) -> Result<(), CliError> {
         if options.exhaustive {
             eprintln!();
         }
-        print_report(&report, &mut out).map_err(io)?;
+        writeln!(out, "{report}").map_err(io)?;
         violations.extend(report.violations(bound));
     }
     if !options.skip_speed {

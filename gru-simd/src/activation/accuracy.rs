@@ -132,6 +132,24 @@ pub struct Report {
     ends: Option<((f32, f32), (f32, f32))>,
 }
 
+impl std::fmt::Display for Report {
+    /// One line: inputs, worst ulp and where, worst absolute error and where, and the worst
+    /// absolute error among results below `f32::MIN_POSITIVE`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<8} {:>14} inputs: {} ulp at x = {:e}; max abs {:.3e} at x = {:e}; below MIN_POSITIVE abs {:.3e}",
+            self.activation.name(),
+            self.inputs,
+            self.max_ulp,
+            self.max_ulp_at,
+            self.max_abs,
+            self.max_abs_at,
+            self.max_tiny_abs
+        )
+    }
+}
+
 const KEEP: usize = 8;
 
 fn push_limited<T>(v: &mut Vec<T>, item: T) {
