@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Merges JSON lines from repeated, interleaved runs of `gru bench --json` and peers.py into one
+Markdown table: per (cell, shape), the median over runs of each kernel's GFLOP/s, and our
+ratio to the fastest peer. Timings on a shared machine drift between runs; the median of a few
+interleaved runs is steadier than any one run.
+
+    python3 gru-bench/peers/summarize.py runs/*.jsonl
+"""
+import collections
+import json
+import statistics
+import sys
+
+
+def main():
+    runs = collections.defaultdict(list)
+    for path in sys.argv[1:]:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    d = json.loads(line)
+                    key = (d["cell"], d["mode"], d["batch"], d["seq_len"], d["input"], d["hidden"], d["threads"])
+                    runs[key + (d["kernel"],)].append(d["seconds"])
+    keys = sorted({k[:-1] for k in runs}, key=lambda k: (k[1], k[2], k[5], k[0]))
+    print("| cell | mode | B:T:I:H | threads | simd | onnxruntime | pytorch | simd / fastest peer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key in keys:
+        cell, mode, b, t, i, h, threads = key
+        flops = 2 * (3 if cell == "gru" else 4) * h * (i + h) * b * t
+        cells = []
+        seconds = {}
+        for kernel in ("simd", "onnxruntime", "pytorch"):
+            samples = runs.get(key + (kernel,))
+            if samples:
+                seconds[kernel] = statistics.median(samples)
+                s = seconds[kernel]
+                text = f"{s * 1e6:.1f} µs" if mode == "step" else f"{flops / s / 1e9:.0f} GFLOP/s"
+                cells.append(f"{text} ({len(samples)} runs)" if len(samples) != 3 else text)
+            else:
+                cells.append("")
+        peers = [seconds[k] for k in ("onnxruntime", "pytorch") if k in seconds]
+        ratio = f"{min(peers) / seconds['simd']:.2f}×" if peers and "simd" in seconds else ""
+        print(f"| {cell} | {mode} | {b}:{t}:{i}:{h} | {threads} | " + " | ".join(cells) + f" | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
