@@ -233,7 +233,7 @@ impl RecurrentKernel for SimdModel {
                 run.run(
                     workspace,
                     Destination {
-                        data: dest,
+                        cells: SharedSlice::new(&mut dest[..]),
                         layout: dest_layout,
                         width: dest_width,
                         offset: d * hidden,
@@ -302,9 +302,10 @@ impl RowGroup {
     }
 }
 
-/// Where a direction writes its outputs: `width` floats per row, its own at `offset`.
+/// Where a direction writes its outputs: `width` floats per row, its own at `offset`; the
+/// workers write their own rows or units of it.
 struct Destination<'a> {
-    data: &'a mut [f32],
+    cells: SharedSlice<'a, f32>,
     layout: SequenceLayout,
     width: usize,
     offset: usize,
@@ -377,11 +378,6 @@ impl DirectionRun<'_> {
             );
         }
 
-        let dest_cells = SharedSlice::new(dest.data);
-        let dest = Destination {
-            data: &mut [],
-            ..dest
-        };
         for s0 in (0..steps).step_by(chunk) {
             let n = chunk.min(steps - s0);
             self.gather(ws, s0, n);
@@ -461,7 +457,7 @@ impl DirectionRun<'_> {
                             // SAFETY: (row, offset + units) is written by this worker only:
                             // rows are split by worker, or units are.
                             unsafe {
-                                dest_cells.write(
+                                dest.cells.write(
                                     row * dest.width + dest.offset + units.start,
                                     &state[units.start - first..units.end - first],
                                 );

@@ -176,18 +176,19 @@ impl Stream<'_> {
             ));
         }
         let per_layer = self.batch * config.hidden_size;
-        for (l, state) in self.layers.iter_mut().enumerate() {
-            let panels = state.projection.len() / self.batch.max(1) / config.cell.gate_count();
+        for (l, (state, packed)) in self.layers.iter_mut().zip(self.model.layers()).enumerate() {
+            let (layer_h0, panels) = (&h0[l * per_layer..(l + 1) * per_layer], packed.panels());
             copy_in(
                 state.h[state.current].get_mut(),
-                &h0[l * per_layer..(l + 1) * per_layer],
+                layer_h0,
                 config.hidden_size,
                 panels,
             );
             if let Some(c0) = c0 {
+                let layer_c0 = &c0[l * per_layer..(l + 1) * per_layer];
                 copy_in(
                     state.scratch.c.get_mut(),
-                    &c0[l * per_layer..(l + 1) * per_layer],
+                    layer_c0,
                     config.hidden_size,
                     panels,
                 );
