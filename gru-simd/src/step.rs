@@ -53,8 +53,8 @@ fn as_floats(h: &[f32x8]) -> &[f32] {
     wide::bytemuck::cast_slice(h)
 }
 
-/// Advances `rows × panels` of `layer` by one step: reads `h_prev` (all rows and panels, read by
-/// nobody's writes this step), writes `h_next` (and `scratch`) for its own rows and panels.
+/// Advances `rows × panels` of `layer` by one step: reads `h_prev` (all rows and panels; nobody
+/// writes it during the step), writes `h_next` (and `scratch`) for its own rows and panels.
 /// `sync` is called between the two halves of a reset-before step; with panels split over
 /// workers it must be a barrier.
 #[allow(clippy::too_many_arguments)]
@@ -159,33 +159,33 @@ pub fn project_step(
     rows: Range<usize>,
     panels: Range<usize>,
 ) {
-    let weights = PanelWeights::input(layer);
-    let (bias, p) = (layer.projection_bias(), layer.panels());
     match layer.gates() {
-        3 => run_tiles::<3, 4, 4, _>(
-            &Projection::<3> {
-                bias,
-                panels: p,
-                out,
-            },
-            weights,
-            x,
-            x_stride,
-            rows,
-            panels,
-        ),
-        4 => run_tiles::<4, 3, 3, _>(
-            &Projection::<4> {
-                bias,
-                panels: p,
-                out,
-            },
-            weights,
-            x,
-            x_stride,
-            rows,
-            panels,
-        ),
+        3 => project_tiles::<3, 4, 4>(layer, x, x_stride, out, rows, panels),
+        4 => project_tiles::<4, 3, 3>(layer, x, x_stride, out, rows, panels),
         g => unreachable!("cells have 3 or 4 gates, not {g}"),
     }
+}
+
+/// [`project_step`] for a cell of `G` gates, with tiles of `ROWS` rows or `PANELS` panels.
+fn project_tiles<const G: usize, const ROWS: usize, const PANELS: usize>(
+    layer: &PackedLayer,
+    x: &[f32],
+    x_stride: usize,
+    out: &SharedVectors,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let epilogue = Projection::<G> {
+        bias: layer.projection_bias(),
+        panels: layer.panels(),
+        out,
+    };
+    run_tiles::<G, ROWS, PANELS, _>(
+        &epilogue,
+        PanelWeights::input(layer),
+        x,
+        x_stride,
+        rows,
+        panels,
+    );
 }

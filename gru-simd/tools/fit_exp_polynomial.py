@@ -9,6 +9,8 @@ Run: python3 gru-simd/tools/fit_exp_polynomial.py   (needs numpy only)
 """
 import numpy as np
 
+from minimax import lawson_fit
+
 HALF_LN2 = np.log(2) / 2
 DEGREE = 5  # coefficients of Q: r^2 .. r^6 overall
 
@@ -18,13 +20,7 @@ r = r[np.abs(r) > 1e-5]
 target = (np.exp(r) - 1 - r) / r**2
 scale = r**2 / np.exp(r)  # relative error of the whole expression per unit error in Q
 V = np.vander(r, DEGREE, increasing=True)
-w = np.ones_like(r)
-for _ in range(300):
-    sw = np.sqrt(w) * scale
-    coef, *_ = np.linalg.lstsq(V * sw[:, None], target * sw, rcond=None)
-    err = np.abs(V @ coef - target) * scale
-    w = w * err
-    w /= w.sum()
+coef = lawson_fit(V, target, scale)
 
 coef32 = coef.astype(np.float32)
 approx = 1 + r + r**2 * (V @ coef32.astype(np.float64))

@@ -10,6 +10,8 @@ Run: python3 gru-simd/tools/fit_tanh_polynomial.py   (needs numpy only)
 """
 import numpy as np
 
+from minimax import lawson_fit
+
 SWITCH = np.float32(0.5493164)  # just above atanh(0.5): above it tanh >= 0.5 and 1 - 2/(1+e^2a) loses no bits
 DEGREE = 5                      # terms in P: a^3 .. a^(2*DEGREE+1)
 
@@ -21,13 +23,7 @@ target = (np.tanh(a) - a) / a**3           # what P must equal
 # The relative error of a + a^3 P is a^3 (P - target) / tanh(a); weight rows accordingly.
 scale = a**3 / np.tanh(a)
 V = np.vander(s, DEGREE, increasing=True)
-w = np.ones_like(s)
-for _ in range(200):
-    sw = np.sqrt(w) * scale
-    coef, *_ = np.linalg.lstsq(V * sw[:, None], target * sw, rcond=None)
-    err = np.abs(V @ coef - target) * scale
-    w = w * err
-    w /= w.sum()
+coef = lawson_fit(V, target, scale, iterations=200)
 
 coef32 = coef.astype(np.float32)
 poly = V @ coef32.astype(np.float64)
