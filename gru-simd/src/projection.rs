@@ -8,6 +8,11 @@ use wide::f32x8;
 
 use crate::packing::PackedLayer;
 
+/// Inputs summed per GEMM call. With the whole of `I` in one call, a sequence with inputs of
+/// ±50 and `I = 148` came out 2.04e−5 from the f64 reference (the bound is 2e−5); blocks of 64
+/// gave 1.84e−5, of 32 1.12e−5. The cost is one more pass over the output per block.
+const K_BLOCK: usize = 32;
+
 /// `projection[r] = bias + x[r]·W_ihᵀ` for every row `r` of `x` (`I` values each, row-major).
 ///
 /// # Panics
@@ -36,26 +41,34 @@ pub fn project_rows(layer: &PackedLayer, x: &[f32], projection: &mut [f32x8]) {
     let b: &[f32] = wide::bytemuck::cast_slice(layer.w_ih());
     let c: &mut [f32] = wide::bytemuck::cast_slice_mut(projection);
     assert_eq!(b.len(), input * columns);
-    // SAFETY: `x` is `rows × input` with row stride `input`, `b` is `input × columns` with row
-    // stride `columns`, `c` is `rows × columns` with row stride `columns` (all three lengths
-    // checked above); `c` is a unique borrow, so it overlaps neither input.
-    unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            input,
-            columns,
-            1.0,
-            x.as_ptr(),
-            input as isize,
-            1,
-            b.as_ptr(),
-            columns as isize,
-            1,
-            1.0,
-            c.as_mut_ptr(),
-            columns as isize,
-            1,
-        );
+    // One GEMM per block of at most `K_BLOCK` inputs: each call sums its block from zero and
+    // adds the result to `c`, a blocked summation whose rounding error grows with the block
+    // length rather than with `I`.
+    for k0 in (0..input).step_by(K_BLOCK) {
+        let k_len = K_BLOCK.min(input - k0);
+        // SAFETY: `x` is `rows × input` with row stride `input`, so columns `k0..k0 + k_len`
+        // of every row are inside it; `b` is `input × columns` with row stride `columns`, so
+        // rows `k0..k0 + k_len` are inside it; `c` is `rows × columns` with row stride
+        // `columns` (all three lengths checked above); `c` is a unique borrow, so it overlaps
+        // neither input.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                k_len,
+                columns,
+                1.0,
+                x.as_ptr().add(k0),
+                input as isize,
+                1,
+                b.as_ptr().add(k0 * columns),
+                columns as isize,
+                1,
+                1.0,
+                c.as_mut_ptr(),
+                columns as isize,
+                1,
+            );
+        }
     }
 }
 
