@@ -148,33 +148,79 @@ impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
     }
 }
 
-/// LSTM: gates i, f, g, o; `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`, `c` updated in place.
-pub struct Lstm<'a> {
+/// LSTM, first half: gates i and f, stored (after the sigmoid) for the second half.
+pub struct LstmInputForget<'a> {
     /// The step's inputs.
     pub step: StepInputs<'a>,
+    /// Where `σ(i)` goes.
+    pub input_gate: &'a SharedVectors,
+    /// Where `σ(f)` goes.
+    pub forget_gate: &'a SharedVectors,
+}
+
+impl TileEpilogue<2> for LstmInputForget<'_> {
+    #[inline(always)]
+    fn init(&self, row: usize, panel: usize) -> [f32x8; 2] {
+        [
+            self.step.projected(row, panel, 0),
+            self.step.projected(row, panel, 1),
+        ]
+    }
+
+    #[inline(always)]
+    fn finish(&self, row: usize, panel: usize, [i, f]: [f32x8; 2]) {
+        let index = row * self.step.panels + panel;
+        // SAFETY: each (row, panel) belongs to one tile of one worker, and the same worker's
+        // second half is the only reader.
+        unsafe {
+            self.input_gate.write(index, sigmoid(i));
+            self.forget_gate.write(index, sigmoid(f));
+        }
+    }
+}
+
+/// LSTM, second half: gates g and o; `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`, `c` updated
+/// in place.
+pub struct LstmCell<'a> {
+    /// The step's inputs.
+    pub step: StepInputs<'a>,
+    /// `σ(i)` from the first half.
+    pub input_gate: &'a SharedVectors,
+    /// `σ(f)` from the first half.
+    pub forget_gate: &'a SharedVectors,
     /// The cell state, read and written by the tile that owns each (row, panel).
     pub c: &'a SharedVectors,
     /// Where the new hidden state goes.
     pub h_next: &'a SharedVectors,
 }
 
-impl TileEpilogue<4> for Lstm<'_> {
+impl TileEpilogue<2> for LstmCell<'_> {
     #[inline(always)]
-    fn init(&self, row: usize, panel: usize) -> [f32x8; 4] {
-        std::array::from_fn(|g| self.step.projected(row, panel, g))
+    fn init(&self, row: usize, panel: usize) -> [f32x8; 2] {
+        [
+            self.step.projected(row, panel, 2),
+            self.step.projected(row, panel, 3),
+        ]
     }
 
     #[inline(always)]
-    fn finish(&self, row: usize, panel: usize, [i, f, g, o]: [f32x8; 4]) {
+    fn finish(&self, row: usize, panel: usize, [g, o]: [f32x8; 2]) {
         let (index, h) = self.step.state(row, panel);
         if !self.step.active[row] {
             // SAFETY: one writer per (row, panel), read after the barrier.
             unsafe { self.h_next.write(index, h) };
             return;
         }
-        // SAFETY: this tile is the only reader and writer of `c[index]` in the whole step.
-        let c = unsafe { self.c.read(index..index + 1)[0] };
-        let c_new = sigmoid(f).mul_add(c, sigmoid(i) * tanh(g));
+        // SAFETY: this tile is the only reader and writer of these cells in this half step:
+        // the gates were written by this worker's first half, `c` belongs to this tile.
+        let (i, f, c) = unsafe {
+            (
+                self.input_gate.read(index..index + 1)[0],
+                self.forget_gate.read(index..index + 1)[0],
+                self.c.read(index..index + 1)[0],
+            )
+        };
+        let c_new = f.mul_add(c, i * tanh(g));
         // SAFETY: as above for `c`; `h_next` has one writer per (row, panel).
         unsafe {
             self.c.write(index, c_new);
@@ -289,21 +335,30 @@ mod tests {
             v(4.5),
         ];
         let h_prev = [v(5.0), v(6.0)];
-        let c = SharedVectors::zeros(2);
-        let h_next = SharedVectors::zeros(2);
-        let epi = Lstm {
-            step: StepInputs {
-                projection: &projection,
-                active: &[true, false],
-                h_prev: &h_prev,
-                panels: 1,
-                gates: 4,
-            },
+        let (c, h_next) = (SharedVectors::zeros(2), SharedVectors::zeros(2));
+        let (input_gate, forget_gate) = (SharedVectors::zeros(2), SharedVectors::zeros(2));
+        let step = StepInputs {
+            projection: &projection,
+            active: &[true, false],
+            h_prev: &h_prev,
+            panels: 1,
+            gates: 4,
+        };
+        let first = LstmInputForget {
+            step,
+            input_gate: &input_gate,
+            forget_gate: &forget_gate,
+        };
+        let second = LstmCell {
+            step,
+            input_gate: &input_gate,
+            forget_gate: &forget_gate,
             c: &c,
             h_next: &h_next,
         };
         for row in 0..2 {
-            epi.finish(row, 0, epi.init(row, 0));
+            first.finish(row, 0, first.init(row, 0));
+            second.finish(row, 0, second.init(row, 0));
         }
         let f = |a: f32x8, u: usize| f64::from(a.to_array()[u]);
         // SAFETY: single-threaded test.

@@ -9,14 +9,16 @@
 //!   (`matrixmultiply`), and the streaming step reads it panel by panel with a row stride.
 //! - **recurrent weights** (`W_hh`), panel-contiguous: panel `p` is `[H, G', 8]` (k, gate, unit),
 //!   one unbroken stream per panel so each thread's share stays hot in its own cache.
-//!   ResetAfter GRU and LSTM use one pack of all gates; ResetBefore GRU uses two, `[r, z]` and
-//!   `[n]`, because its `n` product needs `r ⊙ h` of every unit first.
+//!   ResetAfter GRU uses one pack of all gates; ResetBefore GRU uses two, `[r, z]` and `[n]`,
+//!   because its `n` product needs `r ⊙ h` of every unit first; LSTM uses two, `[i, f]` and
+//!   `[g, o]`, so that a tile of two gates can cover six rows in the 16 vector registers
+//!   (four gates allow only two).
 //! - **biases**: every bias that is simply added is folded into the projection's bias
 //!   (`b_ih + b_hh`); only ResetAfter's `b_hn` stays apart, since `r` multiplies it.
 //!
 //! Packed weights take the original weights' memory plus the padding to 8 units.
 
-use gru_core::cell::gru_gate;
+use gru_core::cell::{gru_gate, lstm_gate};
 use gru_core::{Cell, GruVariant, LayerWeights};
 use wide::f32x8;
 
@@ -99,10 +101,10 @@ pub struct PackedLayer {
     projection_bias: Vec<f32x8>,
     /// ResetAfter's `b_hn` per panel; empty for the other cells.
     hn_bias: Vec<f32x8>,
-    /// All gates (ResetAfter, LSTM) or `[r, z]` (ResetBefore).
+    /// All gates (ResetAfter), `[r, z]` (ResetBefore) or `[i, f]` (LSTM).
     recurrent: RecurrentPack,
-    /// `[n]` for ResetBefore.
-    recurrent_n: Option<RecurrentPack>,
+    /// `[n]` (ResetBefore) or `[g, o]` (LSTM).
+    recurrent_second: Option<RecurrentPack>,
 }
 
 impl PackedLayer {
@@ -143,10 +145,14 @@ impl PackedLayer {
         } else {
             Vec::new()
         };
-        let (recurrent, recurrent_n) = match cell {
+        let (recurrent, recurrent_second) = match cell {
             Cell::Gru(GruVariant::ResetBefore) => (
                 RecurrentPack::new(w, &[gru_gate::R, gru_gate::Z]),
                 Some(RecurrentPack::new(w, &[gru_gate::N])),
+            ),
+            Cell::Lstm => (
+                RecurrentPack::new(w, &[lstm_gate::I, lstm_gate::F]),
+                Some(RecurrentPack::new(w, &[lstm_gate::G, lstm_gate::O])),
             ),
             _ => (RecurrentPack::new(w, &(0..gates).collect::<Vec<_>>()), None),
         };
@@ -158,7 +164,7 @@ impl PackedLayer {
             projection_bias,
             hn_bias,
             recurrent,
-            recurrent_n,
+            recurrent_second,
         }
     }
 
@@ -198,9 +204,9 @@ impl PackedLayer {
     pub fn recurrent(&self) -> &RecurrentPack {
         &self.recurrent
     }
-    /// ResetBefore's `n` pack.
-    pub fn recurrent_n(&self) -> Option<&RecurrentPack> {
-        self.recurrent_n.as_ref()
+    /// The second recurrent pack: ResetBefore's `[n]`, LSTM's `[g, o]`.
+    pub fn recurrent_second(&self) -> Option<&RecurrentPack> {
+        self.recurrent_second.as_ref()
     }
     /// Bytes of packed weights and biases.
     pub fn packed_bytes(&self) -> usize {
@@ -208,7 +214,7 @@ impl PackedLayer {
             + self.projection_bias.len()
             + self.hn_bias.len()
             + self.recurrent.data.len()
-            + self.recurrent_n.as_ref().map_or(0, |n| n.data.len());
+            + self.recurrent_second.as_ref().map_or(0, |n| n.data.len());
         vectors * std::mem::size_of::<f32x8>()
     }
 }
@@ -263,7 +269,7 @@ mod tests {
                         }
                     }
                     let packs: Vec<&RecurrentPack> = std::iter::once(packed.recurrent())
-                        .chain(packed.recurrent_n())
+                        .chain(packed.recurrent_second())
                         .collect();
                     for pack in packs {
                         for (slot, &g) in pack.gates.iter().enumerate() {

@@ -7,14 +7,16 @@ use gru_core::{Cell, GruVariant};
 use wide::f32x8;
 
 use crate::epilogue::{
-    GruResetAfter, GruResetBeforeCandidate, GruResetBeforeGates, Lstm, Projection, StepInputs,
+    GruResetAfter, GruResetBeforeCandidate, GruResetBeforeGates, LstmCell, LstmInputForget,
+    Projection, StepInputs,
 };
 use crate::packing::{LANES, PackedLayer};
 use crate::threading::SharedVectors;
 use crate::tiles::{PanelWeights, run_tiles};
 
 /// Per-row state besides `h` that a cell carries across steps or between the halves of a
-/// step: `c` (LSTM), `z` and `r ⊙ h` (reset-before GRU). `rows × panels` vectors each.
+/// step: `c`, `σ(i)` and `σ(f)` (LSTM), `z` and `r ⊙ h` (reset-before GRU). `rows × panels`
+/// vectors each.
 #[derive(Debug)]
 pub struct CellScratch {
     /// The LSTM cell state.
@@ -23,6 +25,10 @@ pub struct CellScratch {
     pub z: SharedVectors,
     /// `r ⊙ h` between the halves of a reset-before step.
     pub reset_state: SharedVectors,
+    /// `σ(i)` between the halves of an LSTM step.
+    pub input_gate: SharedVectors,
+    /// `σ(f)` between the halves of an LSTM step.
+    pub forget_gate: SharedVectors,
 }
 
 impl CellScratch {
@@ -37,6 +43,8 @@ impl CellScratch {
             c: SharedVectors::zeros(if lstm { len } else { 0 }),
             z: SharedVectors::zeros(if reset_before { len } else { 0 }),
             reset_state: SharedVectors::zeros(if reset_before { len } else { 0 }),
+            input_gate: SharedVectors::zeros(if lstm { len } else { 0 }),
+            forget_gate: SharedVectors::zeros(if lstm { len } else { 0 }),
         }
     }
 
@@ -119,7 +127,7 @@ pub fn recurrent_step(
             };
             let candidate = GruResetBeforeCandidate { step, z, h_next };
             let n_pack = layer
-                .recurrent_n()
+                .recurrent_second()
                 .expect("a reset-before layer has an n pack");
             run_tiles::<1, 8, 8, _>(
                 &candidate,
@@ -131,15 +139,29 @@ pub fn recurrent_step(
             );
         }
         Cell::Lstm => {
-            let epilogue = Lstm {
+            // Two passes of two gates each; the second pass needs only this worker's own
+            // results of the first, so no synchronisation between them.
+            let first = LstmInputForget {
                 step,
+                input_gate: &scratch.input_gate,
+                forget_gate: &scratch.forget_gate,
+            };
+            let h = as_floats(h_prev);
+            run_tiles::<2, 6, 6, _>(&first, recurrent, h, stride, rows.clone(), panels.clone());
+            let second = LstmCell {
+                step,
+                input_gate: &scratch.input_gate,
+                forget_gate: &scratch.forget_gate,
                 c: &scratch.c,
                 h_next,
             };
-            run_tiles::<4, 2, 3, _>(
-                &epilogue,
-                recurrent,
-                as_floats(h_prev),
+            let pack = layer
+                .recurrent_second()
+                .expect("an LSTM layer has a second pack");
+            run_tiles::<2, 6, 6, _>(
+                &second,
+                PanelWeights::recurrent(pack),
+                h,
                 stride,
                 rows,
                 panels,
