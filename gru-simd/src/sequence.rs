@@ -151,6 +151,22 @@ impl SimdModel {
         &self.layers[layer * d + usize::from(direction == Direction::Reverse)]
     }
 
+    /// Bytes of the workspace kept between calls (inputs gathered and projected for one chunk
+    /// of steps, states, intermediate layer outputs). Apart from the intermediate layer
+    /// outputs, which are as long as the sequence like the output itself, it does not grow
+    /// with the sequence length.
+    pub fn workspace_bytes(&self) -> usize {
+        let ws = &self.workspace;
+        let vectors = ws.projection.len()
+            + ws.groups
+                .iter()
+                .map(|g| g.h[0].len() * 2 + g.scratch.len())
+                .sum::<usize>();
+        vectors * std::mem::size_of::<f32x8>()
+            + (ws.gathered.capacity() + ws.between[0].capacity() + ws.between[1].capacity()) * 4
+            + ws.active.capacity()
+    }
+
     /// Bytes of packed weights of the whole model.
     pub fn packed_bytes(&self) -> usize {
         self.layers.iter().map(PackedLayer::packed_bytes).sum()

@@ -48,6 +48,25 @@ impl CellScratch {
         }
     }
 
+    /// Vectors held, all buffers together.
+    pub fn len(&self) -> usize {
+        [
+            &self.c,
+            &self.z,
+            &self.reset_state,
+            &self.input_gate,
+            &self.forget_gate,
+        ]
+        .iter()
+        .map(|b| b.len())
+        .sum()
+    }
+
+    /// Whether no buffer holds anything (a reset-after GRU).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether this scratch fits `rows` rows of `layer`.
     pub fn fits(&self, layer: &PackedLayer, rows: usize) -> bool {
         let fresh_len = |needed: bool| if needed { rows * layer.panels() } else { 0 };
@@ -55,6 +74,10 @@ impl CellScratch {
             && self.z.len() == fresh_len(layer.cell() == Cell::Gru(GruVariant::ResetBefore))
     }
 }
+
+/// Panels an LSTM step finishes at a time (its two passes alternate per group): one tile's
+/// width at batch 1.
+const LSTM_PANEL_GROUP: usize = 6;
 
 /// The state `h` of all rows as the floats the microkernel broadcasts from.
 fn as_floats(h: &[f32x8]) -> &[f32] {
@@ -139,15 +162,14 @@ pub fn recurrent_step(
             );
         }
         Cell::Lstm => {
-            // Two passes of two gates each; the second pass needs only this worker's own
-            // results of the first, so no synchronisation between them.
+            // Two passes of two gates each, six panels at a time, so that `σ(i)` and `σ(f)`
+            // are read back from L1 right after they were written; the second pass needs only
+            // this worker's own results of the first, so no synchronisation between them.
             let first = LstmInputForget {
                 step,
                 input_gate: &scratch.input_gate,
                 forget_gate: &scratch.forget_gate,
             };
-            let h = as_floats(h_prev);
-            run_tiles::<2, 6, 6, _>(&first, recurrent, h, stride, rows.clone(), panels.clone());
             let second = LstmCell {
                 step,
                 input_gate: &scratch.input_gate,
@@ -158,14 +180,19 @@ pub fn recurrent_step(
             let pack = layer
                 .recurrent_second()
                 .expect("an LSTM layer has a second pack");
-            run_tiles::<2, 6, 6, _>(
-                &second,
-                PanelWeights::recurrent(pack),
-                h,
-                stride,
-                rows,
-                panels,
-            );
+            let h = as_floats(h_prev);
+            for group in panels.clone().step_by(LSTM_PANEL_GROUP) {
+                let group = group..(group + LSTM_PANEL_GROUP).min(panels.end);
+                run_tiles::<2, 6, 6, _>(&first, recurrent, h, stride, rows.clone(), group.clone());
+                run_tiles::<2, 6, 6, _>(
+                    &second,
+                    PanelWeights::recurrent(pack),
+                    h,
+                    stride,
+                    rows.clone(),
+                    group,
+                );
+            }
         }
     }
 }
