@@ -14,10 +14,13 @@ use gru_core::{CellKind, GruVariant};
 
 /// Fast CPU inference for GRU and LSTM models trained in PyTorch.
 #[derive(Debug, Parser)]
-#[command(name = "gru", version, about)]
+#[command(name = "gru", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a subcommand, `gru` runs `gru bench` with these options.
+    #[command(flatten)]
+    bench: BenchArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,7 +56,7 @@ struct AccuracyArgs {
     no_speed: bool,
 }
 
-#[derive(Debug, clap::Args, Default)]
+#[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Shapes as B:T:I:H, comma-separated [default: B ∈ {1, 64}, I = H ∈ {128, 256, 512, 1024},
     /// T = 100 (50 at 1024), T = 1 in step mode].
@@ -89,9 +92,8 @@ struct BenchArgs {
     seconds: f64,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
-    #[default]
     Seq,
     Step,
 }
@@ -102,9 +104,8 @@ enum CellArg {
     Lstm,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum VariantArg {
-    #[default]
     /// PyTorch nn.GRU: n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)).
     ResetAfter,
     /// Cho et al. 2014, ONNX linear_before_reset=0: n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn).
@@ -250,14 +251,24 @@ fn available_cores() -> usize {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One plain line, like every other error of the command.
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or("invalid arguments");
+            eprintln!("gru: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     let warning = gru_simd::simd_level().warning();
     // Reports start with the warning; `run` adds it only on success, so that a failure is
     // always exactly one line.
     if let (Some(w), false) = (&warning, matches!(cli.command, Some(Command::Run(_)))) {
         eprintln!("{w}");
     }
-    let command = cli.command.unwrap_or(Command::Bench(BenchArgs::default()));
+    let command = cli.command.unwrap_or(Command::Bench(cli.bench));
     let result: Result<(), CliError> = match command {
         Command::Bench(args) => bench(args),
         Command::Run(args) => gru_bench::commands::run::run(&args.into()).inspect(|()| {

@@ -303,7 +303,8 @@ fn memory_does_not_grow_with_the_sequence() {
         let model = random_model(cell, 8, 16, 1, false, true, 21);
         let mut simd = SimdModel::with_threads(&model, 2).unwrap();
         let short = Values::new(1).vec(20_000 * 8, 1.0);
-        simd.forward(&SequenceInput::new(&short, 20_000, 1)).unwrap();
+        simd.forward(&SequenceInput::new(&short, 20_000, 1))
+            .unwrap();
         let after_short = simd.workspace_bytes();
         let long = Values::new(2).vec(100_000 * 8, 1.0);
         let out = simd

@@ -437,6 +437,11 @@ fn weight_traffic(m: &Measurement) -> (f64, usize) {
 
 /// Runs `gru bench`.
 pub fn run(options: &BenchOptions) -> Result<(), CliError> {
+    // Read the peers first: a bad file should fail before minutes of measuring.
+    let peers = match &options.compare {
+        Some(path) => read_peers(path)?,
+        None => Vec::new(),
+    };
     let shapes = options
         .shapes
         .clone()
@@ -492,11 +497,6 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
             }
         })
         .collect();
-    let peers = match &options.compare {
-        Some(path) => read_peers(path)?,
-        None => Vec::new(),
-    };
-
     if options.json {
         for m in &results {
             println!("{}", m.json());

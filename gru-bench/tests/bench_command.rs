@@ -1,0 +1,133 @@
+//! `gru bench` end to end, on tiny shapes: the default subcommand, JSON lines with exactly the
+//! documented keys, step mode, and bad options.
+
+use std::process::{Command, Output};
+
+fn gru(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gru"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+const KEYS: [&str; 12] = [
+    "kernel",
+    "cell",
+    "variant",
+    "mode",
+    "batch",
+    "seq_len",
+    "input",
+    "hidden",
+    "threads",
+    "seconds",
+    "gflops",
+    "steps_per_s",
+];
+
+fn check_json_lines(out: &Output, expected_lines: usize) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), expected_lines, "{stdout}");
+    for line in lines {
+        let m = gru_bench::commands::bench::Measurement::parse_json(line).unwrap();
+        assert!(m.seconds > 0.0 && m.gflops() > 0.0, "{line}");
+        // Exactly the documented keys, in order.
+        let keys: Vec<&str> = line
+            .trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .map(|kv| kv.split(':').next().unwrap().trim_matches('"'))
+            .collect();
+        assert_eq!(keys, KEYS, "{line}");
+    }
+}
+
+#[test]
+fn without_a_subcommand_gru_runs_the_bench() {
+    let out = gru(&[
+        "--shapes",
+        "1:3:4:8",
+        "--seconds",
+        "0.01",
+        "--json",
+        "--cells",
+        "gru,lstm",
+        "--kernels",
+        "simd,ref",
+        "--threads",
+        "1",
+    ]);
+    check_json_lines(&out, 4);
+}
+
+#[test]
+fn step_mode_and_table() {
+    let out = gru(&[
+        "bench",
+        "--shapes",
+        "2:1:5:9",
+        "--mode",
+        "step",
+        "--seconds",
+        "0.01",
+        "--json",
+        "--threads",
+        "2",
+    ]);
+    check_json_lines(&out, 4);
+    let table = gru(&[
+        "bench",
+        "--shapes",
+        "1:2:3:4",
+        "--seconds",
+        "0.01",
+        "--threads",
+        "1",
+        "--variant",
+        "reset-before",
+    ]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    for needle in [
+        "FMA peak",
+        "GFLOP/s",
+        "floor s",
+        "GRU/LSTM",
+        "simd/ref",
+        "reset-before",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn bad_options_fail_with_one_line() {
+    for args in [
+        &["bench", "--shapes", "1:2:3"][..],
+        &["bench", "--threads", "0"],
+        &["bench", "--seconds", "-1"],
+        &[
+            "bench",
+            "--compare",
+            "/nonexistent/peers.jsonl",
+            "--shapes",
+            "1:1:1:1",
+            "--seconds",
+            "0.01",
+        ],
+    ] {
+        let out = gru(args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.starts_with("warning:") && !l.trim().is_empty())
+            .collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+    }
+}
