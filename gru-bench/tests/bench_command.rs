@@ -10,21 +10,6 @@ fn gru(args: &[&str]) -> Output {
         .unwrap()
 }
 
-const KEYS: [&str; 12] = [
-    "kernel",
-    "cell",
-    "variant",
-    "mode",
-    "batch",
-    "seq_len",
-    "input",
-    "hidden",
-    "threads",
-    "seconds",
-    "gflops",
-    "steps_per_s",
-];
-
 fn check_json_lines(out: &Output, expected_lines: usize) {
     assert!(
         out.status.success(),
@@ -43,7 +28,7 @@ fn check_json_lines(out: &Output, expected_lines: usize) {
             .split(',')
             .map(|kv| kv.split(':').next().unwrap().trim_matches('"'))
             .collect();
-        assert_eq!(keys, KEYS, "{line}");
+        assert_eq!(keys, gru_bench::commands::bench::JSON_KEYS, "{line}");
     }
 }
 

@@ -129,6 +129,22 @@ pub struct BenchOptions {
     pub seconds_per_measurement: f64,
 }
 
+/// The keys of a `--json` line, in the order they are printed.
+pub const JSON_KEYS: [&str; 12] = [
+    "kernel",
+    "cell",
+    "variant",
+    "mode",
+    "batch",
+    "seq_len",
+    "input",
+    "hidden",
+    "threads",
+    "seconds",
+    "gflops",
+    "steps_per_s",
+];
+
 /// One measured configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measurement {
@@ -658,20 +674,7 @@ mod tests {
         };
         let line = m.json();
         let keys: Vec<String> = parse_flat_json(&line).unwrap().into_keys().collect();
-        let mut want = [
-            "kernel",
-            "cell",
-            "variant",
-            "mode",
-            "batch",
-            "seq_len",
-            "input",
-            "hidden",
-            "threads",
-            "seconds",
-            "gflops",
-            "steps_per_s",
-        ];
+        let mut want = JSON_KEYS;
         want.sort_unstable();
         assert_eq!(keys, want);
         assert_eq!(Measurement::parse_json(&line).unwrap(), m);
