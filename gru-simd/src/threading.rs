@@ -14,6 +14,7 @@
 
 use std::cell::UnsafeCell;
 use std::ops::Range;
+#[cfg(feature = "rayon")]
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -73,6 +74,7 @@ impl SpinBarrier {
         }
     }
 
+    #[cfg(feature = "rayon")]
     fn poison(&self) {
         self.poisoned.store(true, Ordering::Relaxed);
     }
@@ -118,8 +120,8 @@ unsafe impl Send for TeamShared {}
 /// (epoch-based reclamation), and the streaming step must not allocate; a task per step costs
 /// microseconds of wake-up, as much as a step at batch 1; and a job whose workers meet at
 /// barriers needs every worker running at once, which only a dedicated team guarantees.
-/// Measured here (`gru bench`, B = 64, I = H = 256, 2 threads): with the projection on rayon
-/// tasks beside a spinning team, 108 GFLOP/s; with everything on the team, see the README.
+/// Measured here (`gru bench --shapes 64:100:256:256`, 2 threads): with the projection on
+/// rayon tasks beside a spinning team, 108 GFLOP/s; with everything on the team, 174.
 struct Team {
     shared: Arc<TeamShared>,
     _pool: rayon::ThreadPool,
@@ -490,6 +492,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "rayon")]
     fn barrier_orders_rounds() {
         let workers = Workers::new(3).unwrap();
         let counter = AtomicUsize::new(0);

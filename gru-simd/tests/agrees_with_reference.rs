@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{Values, random_model};
+use common::{Values, random_model, threads as available};
 use gru_core::{Cell, GruVariant, RecurrentKernel, SequenceInput, SequenceOutput};
 use gru_ref::ReferenceKernel;
 use gru_simd::SimdModel;
@@ -128,7 +128,7 @@ fn run(case: &Case) -> (SequenceOutput, SequenceOutput) {
     if case.with_lengths {
         input = input.lengths(&lengths);
     }
-    let mut simd = SimdModel::with_threads(&model, case.threads).unwrap();
+    let mut simd = SimdModel::with_threads(&model, available(case.threads)).unwrap();
     let mut reference = ReferenceKernel::new(model);
     (
         simd.forward(&input).unwrap(),
@@ -176,7 +176,7 @@ fn results_are_bitwise_identical_for_every_thread_count() {
             let input = SequenceInput::new(&x, t, b).lengths(&lengths);
             let outputs: Vec<SequenceOutput> = (1..=3)
                 .map(|threads| {
-                    SimdModel::with_threads(&model, threads)
+                    SimdModel::with_threads(&model, available(threads))
                         .unwrap()
                         .forward(&input)
                         .unwrap()
@@ -213,7 +213,7 @@ fn streaming_matches_the_sequence_forward() {
             if cell == Cell::Lstm {
                 input = input.c0(&c0);
             }
-            let simd = SimdModel::with_threads(&model, threads).unwrap();
+            let simd = SimdModel::with_threads(&model, available(threads)).unwrap();
             let whole = ReferenceKernel::new(model).forward(&input).unwrap();
             let mut stream = simd.stream(b).unwrap();
             stream
@@ -301,7 +301,7 @@ fn memory_does_not_grow_with_the_sequence() {
     // steps either way (about 1 MiB of projection), whatever the length.
     for &cell in &CELLS {
         let model = random_model(cell, 8, 16, 1, false, true, 21);
-        let mut simd = SimdModel::with_threads(&model, 2).unwrap();
+        let mut simd = SimdModel::with_threads(&model, available(2)).unwrap();
         let short = Values::new(1).vec(20_000 * 8, 1.0);
         simd.forward(&SequenceInput::new(&short, 20_000, 1))
             .unwrap();

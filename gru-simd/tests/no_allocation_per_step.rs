@@ -9,7 +9,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Values, random_model};
+use common::{Values, random_model, threads as available};
 use gru_core::{Cell, GruVariant};
 use gru_simd::SimdModel;
 
@@ -63,7 +63,7 @@ fn streaming_steps_do_not_allocate() {
     ] {
         for threads in [1, 2] {
             let model = random_model(cell, 16, 40, 2, false, true, 11);
-            models.push(SimdModel::with_threads(&model, threads).unwrap());
+            models.push(SimdModel::with_threads(&model, available(threads)).unwrap());
             let mut stream = models.last().unwrap().stream(3).unwrap();
             let x = Values::new(2).vec(3 * 16, 1.0);
             // Warm-up: the pool's threads start and settle.

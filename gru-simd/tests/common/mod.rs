@@ -53,3 +53,8 @@ pub fn random_model(
         .collect();
     Model::new(cell, bidirectional, weights).unwrap()
 }
+
+/// `threads`, or 1 in a build without the `rayon` feature (which runs on one thread only).
+pub fn threads(threads: usize) -> usize {
+    if cfg!(feature = "rayon") { threads } else { 1 }
+}
