@@ -11,7 +11,7 @@ use crate::packing::PackedLayer;
 /// Inputs summed per GEMM call. With the whole of `I` in one call, a sequence with inputs of
 /// ±50 and `I = 148` came out 2.04e−5 from the f64 reference (the bound is 2e−5); blocks of 64
 /// gave 1.84e−5, of 32 1.12e−5. The cost is one more pass over the output per block.
-const K_BLOCK: usize = 32;
+const K_BLOCK: usize = 16;
 
 /// `projection[r] = bias + x[r]·W_ihᵀ` for every row `r` of `x` (`I` values each, row-major).
 ///
