@@ -2,8 +2,8 @@
 //!
 //! The shape of the code follows the algorithm:
 //! - [`packing`]: weights packed once into 8-unit panels with the gates interleaved;
-//! - [`projection`]: the input projection of a whole chunk of steps as one GEMM;
-//! - [`microkernel`]: the register-tiled recurrent product over prepacked panels;
+//! - [`projection`]: the input projection of a whole chunk of steps (or of one streaming step);
+//! - [`microkernel`]: the register-tiled product over prepacked panels;
 //! - [`epilogue`]: each cell's gate math applied to a tile still in registers;
 //! - [`tiles`]: the loop nest that feeds tiles to the microkernel;
 //! - [`step`]: one step of one layer for a range of rows and panels;

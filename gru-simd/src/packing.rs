@@ -4,9 +4,9 @@
 //! to `Hp = 8·⌈H/8⌉` with zero weights. Within a panel the gates are interleaved, so that one
 //! register tile holds every gate of its 8 units and the epilogue can finish them at once:
 //!
-//! - **input weights** (`W_ih`), k-major: `[I, G·Hp]` row-major, column `p·G·8 + g·8 + u` being
-//!   gate `g` of unit `8p + u`. This is the `B` matrix of the input-projection GEMM
-//!   (`matrixmultiply`), and the streaming step reads it panel by panel with a row stride.
+//! - **input weights** (`W_ih`), panel-contiguous: panel `p` is `[I, G, 8]` (k, gate, unit).
+//!   The input projection streams it straight from the packed panels, a chunk of steps at a
+//!   time or one step at a time, so it is never repacked.
 //! - **recurrent weights** (`W_hh`), panel-contiguous: panel `p` is `[H, G', 8]` (k, gate, unit),
 //!   one unbroken stream per panel so each thread's share stays hot in its own cache.
 //!   ResetAfter GRU uses one pack of all gates; ResetBefore GRU uses two, `[r, z]` and `[n]`,
@@ -25,33 +25,38 @@ use wide::f32x8;
 /// Lanes per SIMD vector: the width of a panel.
 pub const LANES: usize = 8;
 
-/// Recurrent weights of some gates, panel-contiguous.
+/// One weight matrix (`W_ih` or some gates of `W_hh`), panel-contiguous: panel `p` is
+/// `[k_len, gates, 8]`, gate `slot` of unit `8p + u` at `k` being lane `u` of vector
+/// `panel_start(p) + k·k_stride() + slot`.
 #[derive(Debug, Clone)]
-pub struct RecurrentPack {
+pub struct PanelPack {
     /// Gates in this pack, as PyTorch gate indices, in interleaved order.
     gates: Vec<usize>,
-    /// `panels × H × gates` vectors.
+    /// `panels × k_len × gates` vectors.
     data: Vec<f32x8>,
-    /// `H`: the length of each panel's k dimension.
+    /// The length of each panel's k dimension (`I` or `H`).
     k_len: usize,
 }
 
-impl RecurrentPack {
-    fn new(w: &LayerWeights, gates: &[usize]) -> Self {
-        let hidden = w.hidden_size();
+impl PanelPack {
+    /// Packs `gates` of a matrix with `hidden` units per gate and `k_len` columns, whose
+    /// weight at (gate, unit, k) is `row(gate, unit)[k]`; units past `hidden` get zeros.
+    fn new<'w>(
+        hidden: usize,
+        k_len: usize,
+        gates: &[usize],
+        row: impl Fn(usize, usize) -> &'w [f32],
+    ) -> Self {
         let panels = hidden.div_ceil(LANES);
-        let mut data = vec![f32x8::ZERO; panels * hidden * gates.len()];
-        for (p, panel) in data.chunks_exact_mut(hidden * gates.len()).enumerate() {
-            for k in 0..hidden {
-                for (slot, &gate) in gates.iter().enumerate() {
-                    let lanes: [f32; LANES] = std::array::from_fn(|u| {
-                        let unit = p * LANES + u;
-                        if unit < hidden {
-                            w.w_hh_row(gate, unit)[k]
-                        } else {
-                            0.0
-                        }
-                    });
+        let mut data = vec![f32x8::ZERO; panels * k_len * gates.len()];
+        for (p, panel) in data.chunks_exact_mut(k_len * gates.len()).enumerate() {
+            for (slot, &gate) in gates.iter().enumerate() {
+                let rows: [Option<&[f32]>; LANES] = std::array::from_fn(|u| {
+                    let unit = p * LANES + u;
+                    (unit < hidden).then(|| row(gate, unit))
+                });
+                for k in 0..k_len {
+                    let lanes = rows.map(|r| r.map_or(0.0, |r| r[k]));
                     panel[k * gates.len() + slot] = f32x8::from(lanes);
                 }
             }
@@ -59,7 +64,7 @@ impl RecurrentPack {
         Self {
             gates: gates.to_vec(),
             data,
-            k_len: hidden,
+            k_len,
         }
     }
 
@@ -78,7 +83,7 @@ impl RecurrentPack {
         p * self.k_len * self.gates.len()
     }
 
-    /// Length of each panel's k dimension, `H`.
+    /// Length of each panel's k dimension (`I` for `W_ih`, `H` for `W_hh`).
     pub fn k_len(&self) -> usize {
         self.k_len
     }
@@ -95,16 +100,16 @@ pub struct PackedLayer {
     cell: Cell,
     input_size: usize,
     hidden_size: usize,
-    /// `[I, G·Hp]` row-major as vectors (`I × G·panels`).
-    w_ih: Vec<f32x8>,
+    /// `W_ih`, all gates.
+    input: PanelPack,
     /// Bias of the projection, `[G·Hp]` interleaved (`G·panels` vectors).
     projection_bias: Vec<f32x8>,
     /// ResetAfter's `b_hn` per panel; empty for the other cells.
     hn_bias: Vec<f32x8>,
     /// All gates (ResetAfter), `[r, z]` (ResetBefore) or `[i, f]` (LSTM).
-    recurrent: RecurrentPack,
+    recurrent: PanelPack,
     /// `[n]` (ResetBefore) or `[g, o]` (LSTM).
-    recurrent_second: Option<RecurrentPack>,
+    recurrent_second: Option<PanelPack>,
 }
 
 impl PackedLayer {
@@ -120,14 +125,10 @@ impl PackedLayer {
                 if unit < hidden { f(unit) } else { 0.0 }
             }))
         };
-        let mut w_ih = Vec::with_capacity(input * gates * panels);
-        for k in 0..input {
-            for p in 0..panels {
-                for g in 0..gates {
-                    w_ih.push(unit_lanes(p, &|unit| w.w_ih_row(g, unit)[k]));
-                }
-            }
-        }
+        let all_gates: Vec<usize> = (0..gates).collect();
+        let input_pack = PanelPack::new(hidden, input, &all_gates, |g, unit| w.w_ih_row(g, unit));
+        let recurrent_pack =
+            |gates: &[usize]| PanelPack::new(hidden, hidden, gates, |g, unit| w.w_hh_row(g, unit));
         let reset_after = cell == Cell::Gru(GruVariant::ResetAfter);
         let mut projection_bias = Vec::with_capacity(gates * panels);
         for p in 0..panels {
@@ -147,20 +148,20 @@ impl PackedLayer {
         };
         let (recurrent, recurrent_second) = match cell {
             Cell::Gru(GruVariant::ResetBefore) => (
-                RecurrentPack::new(w, &[gru_gate::R, gru_gate::Z]),
-                Some(RecurrentPack::new(w, &[gru_gate::N])),
+                recurrent_pack(&[gru_gate::R, gru_gate::Z]),
+                Some(recurrent_pack(&[gru_gate::N])),
             ),
             Cell::Lstm => (
-                RecurrentPack::new(w, &[lstm_gate::I, lstm_gate::F]),
-                Some(RecurrentPack::new(w, &[lstm_gate::G, lstm_gate::O])),
+                recurrent_pack(&[lstm_gate::I, lstm_gate::F]),
+                Some(recurrent_pack(&[lstm_gate::G, lstm_gate::O])),
             ),
-            _ => (RecurrentPack::new(w, &(0..gates).collect::<Vec<_>>()), None),
+            _ => (recurrent_pack(&all_gates), None),
         };
         Self {
             cell,
             input_size: input,
             hidden_size: hidden,
-            w_ih,
+            input: input_pack,
             projection_bias,
             hn_bias,
             recurrent,
@@ -188,9 +189,9 @@ impl PackedLayer {
     pub fn gates(&self) -> usize {
         self.cell.gate_count()
     }
-    /// `W_ih` packed k-major, `I × G·panels` vectors.
-    pub fn w_ih(&self) -> &[f32x8] {
-        &self.w_ih
+    /// `W_ih`, all gates interleaved.
+    pub fn input(&self) -> &PanelPack {
+        &self.input
     }
     /// The projection's bias, `G·panels` vectors.
     pub fn projection_bias(&self) -> &[f32x8] {
@@ -201,16 +202,16 @@ impl PackedLayer {
         &self.hn_bias
     }
     /// The main recurrent pack.
-    pub fn recurrent(&self) -> &RecurrentPack {
+    pub fn recurrent(&self) -> &PanelPack {
         &self.recurrent
     }
     /// The second recurrent pack: ResetBefore's `[n]`, LSTM's `[g, o]`.
-    pub fn recurrent_second(&self) -> Option<&RecurrentPack> {
+    pub fn recurrent_second(&self) -> Option<&PanelPack> {
         self.recurrent_second.as_ref()
     }
     /// Bytes of packed weights and biases.
     pub fn packed_bytes(&self) -> usize {
-        let vectors = self.w_ih.len()
+        let vectors = self.input.data.len()
             + self.projection_bias.len()
             + self.hn_bias.len()
             + self.recurrent.data.len()
@@ -257,9 +258,12 @@ mod tests {
                 for unit in 0..panels * 8 {
                     let (p, u) = (unit / 8, unit % 8);
                     for g in 0..g_count {
+                        let pack = packed.input();
                         for k in 0..input {
-                            let got =
-                                lane(packed.w_ih()[k * g_count * panels + p * g_count + g], u);
+                            let got = lane(
+                                pack.data()[pack.panel_start(p) + k * pack.k_stride() + g],
+                                u,
+                            );
                             let want = if unit < hidden {
                                 w.w_ih_row(g, unit)[k]
                             } else {
@@ -268,7 +272,7 @@ mod tests {
                             assert_eq!(got, want);
                         }
                     }
-                    let packs: Vec<&RecurrentPack> = std::iter::once(packed.recurrent())
+                    let packs: Vec<&PanelPack> = std::iter::once(packed.recurrent())
                         .chain(packed.recurrent_second())
                         .collect();
                     for pack in packs {

@@ -1,124 +1,154 @@
-//! The input projection `X·W_ihᵀ + b` of many rows at once, as one GEMM (`matrixmultiply`).
+//! The input projection `x·W_ihᵀ + b` of many rows at once: a chunk of time steps in a whole
+//! sequence, or one step of a stream.
 //!
-//! Over a whole chunk of time steps the product is large, so the GEMM's own packing of its
-//! operands is amortised; the result comes out in the interleaved panel order the step
-//! epilogues read, with the foldable biases already added.
+//! It runs on the same tiles as the recurrent product, straight from the prepacked `W_ih`
+//! panels: nothing is repacked per call, so the projection of a few rows (batch 1, or one
+//! streaming step) costs no more per row than that of many. The products are summed in blocks
+//! of [`SUM_BLOCK`](crate::microkernel::SUM_BLOCK) inputs, since raw features can be large.
+//!
+//! `matrixmultiply` did this job before; measured side by side on this project's shapes it was
+//! slower at every one of them (see `cargo bench -p gru-bench --bench projection`), chiefly
+//! because it repacks `W_ih` on every call and its summation cannot be blocked without one call
+//! per block.
 
-use wide::f32x8;
+use std::ops::Range;
 
+use crate::epilogue::Projection;
 use crate::packing::PackedLayer;
+use crate::threading::SharedVectors;
+use crate::tiles::{PanelWeights, run_tiles};
 
-/// Inputs summed per GEMM call. With the whole of `I` in one call, a sequence with inputs of
-/// ±50 and `I = 148` came out 2.04e−5 from the f64 reference (the bound is 2e−5); blocks of 64
-/// gave 1.84e−5, of 32 1.12e−5. The cost is one more pass over the output per block.
-const K_BLOCK: usize = 16;
-
-/// `projection[r] = bias + x[r]·W_ihᵀ` for every row `r` of `x` (`I` values each, row-major).
+/// Writes `out[r] = bias + x[r]·W_ihᵀ` for the given `rows × panels`, where row `r` of the input
+/// is `x[r·x_stride..][..I]` and row `r` of `out` is `G·panels` vectors in panel order.
+///
+/// Each (row, panel) of `out` is written by exactly one call; the caller must make sure no one
+/// else reads or writes those vectors meanwhile.
 ///
 /// # Panics
-/// If `x` and `projection` do not hold the same number of rows.
-pub fn project_rows(layer: &PackedLayer, x: &[f32], projection: &mut [f32x8]) {
-    let width = layer.gates() * layer.panels();
-    let input = layer.input_size();
-    let rows = projection.len() / width;
-    assert_eq!(
-        projection.len(),
-        rows * width,
-        "projection holds whole rows"
+/// If `x` or `out` is too short for `rows`.
+pub fn project(
+    layer: &PackedLayer,
+    x: &[f32],
+    x_stride: usize,
+    out: &SharedVectors,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    match layer.gates() {
+        3 => project_tiles::<3, 4, 4>(layer, x, x_stride, out, rows, panels),
+        4 => project_tiles::<4, 3, 3>(layer, x, x_stride, out, rows, panels),
+        g => unreachable!("cells have 3 or 4 gates, not {g}"),
+    }
+}
+
+/// [`project`] for a cell of `G` gates, with tiles of `ROWS` rows or `PANELS` panels (12
+/// accumulators either way).
+fn project_tiles<const G: usize, const ROWS: usize, const PANELS: usize>(
+    layer: &PackedLayer,
+    x: &[f32],
+    x_stride: usize,
+    out: &SharedVectors,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let epilogue = Projection::<G> {
+        bias: layer.projection_bias(),
+        panels: layer.panels(),
+        out,
+    };
+    run_tiles::<G, ROWS, PANELS, _>(
+        &epilogue,
+        PanelWeights::input(layer.input()),
+        x,
+        x_stride,
+        rows,
+        panels,
     );
-    assert_eq!(
-        x.len(),
-        rows * input,
-        "x holds as many rows as the projection"
-    );
-    for row in projection.chunks_exact_mut(width) {
-        row.copy_from_slice(layer.projection_bias());
-    }
-    if rows == 0 {
-        return;
-    }
-    let columns = width * 8;
-    let b: &[f32] = wide::bytemuck::cast_slice(layer.w_ih());
-    let c: &mut [f32] = wide::bytemuck::cast_slice_mut(projection);
-    assert_eq!(b.len(), input * columns);
-    // One GEMM per block of at most `K_BLOCK` inputs: each call sums its block from zero and
-    // adds the result to `c`, a blocked summation whose rounding error grows with the block
-    // length rather than with `I`.
-    for k0 in (0..input).step_by(K_BLOCK) {
-        let k_len = K_BLOCK.min(input - k0);
-        // SAFETY: `x` is `rows × input` with row stride `input`, so columns `k0..k0 + k_len`
-        // of every row are inside it; `b` is `input × columns` with row stride `columns`, so
-        // rows `k0..k0 + k_len` are inside it; `c` is `rows × columns` with row stride
-        // `columns` (all three lengths checked above); `c` is a unique borrow, so it overlaps
-        // neither input.
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                k_len,
-                columns,
-                1.0,
-                x.as_ptr().add(k0),
-                input as isize,
-                1,
-                b.as_ptr().add(k0 * columns),
-                columns as isize,
-                1,
-                1.0,
-                c.as_mut_ptr(),
-                columns as isize,
-                1,
-            );
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gru_core::{Cell, CellKind, GruVariant, LayerWeights};
-
+    use gru_core::{Cell, GruVariant, LayerWeights};
+    /// Every input size around the summation blocks, every row count that exercises the row
+    /// tiles and the leftover rows, split by rows and by panels, GRU (3 gates) and LSTM (4),
+    /// against a plain f64 loop.
     #[test]
     fn projection_matches_a_plain_loop() {
-        let (input, hidden) = (5, 11);
-        let rows = 3 * hidden;
-        let value = |s: f32, n: usize| {
-            (0..n)
-                .map(|k| ((k as f32 + s) * 0.41).sin())
-                .collect::<Vec<_>>()
-        };
-        let w = LayerWeights::new(
-            CellKind::Gru,
-            input,
-            hidden,
-            value(1.0, rows * input),
-            value(2.0, rows * hidden),
-            Some(value(3.0, rows)),
-            Some(value(4.0, rows)),
-        )
-        .unwrap();
-        let layer = PackedLayer::new(&w, Cell::Gru(GruVariant::ResetAfter));
-        let x = value(5.0, 4 * input);
-        let mut projection = vec![f32x8::ZERO; 4 * layer.gates() * layer.panels()];
-        project_rows(&layer, &x, &mut projection);
-        let flat: &[f32] = wide::bytemuck::cast_slice(&projection);
-        for r in 0..4 {
-            for g in 0..3 {
-                for unit in 0..hidden {
-                    let (p, u) = (unit / 8, unit % 8);
-                    let got = flat[r * 3 * layer.panels() * 8 + (p * 3 + g) * 8 + u];
-                    let mut want = f64::from(w.b_ih_at(g, unit))
-                        + if g < 2 {
-                            f64::from(w.b_hh_at(g, unit))
-                        } else {
-                            0.0
-                        };
-                    for k in 0..input {
-                        want += f64::from(w.w_ih_row(g, unit)[k]) * f64::from(x[r * input + k]);
+        for cell in [Cell::Gru(GruVariant::ResetAfter), Cell::Lstm] {
+            for (input, hidden) in [(5, 11), (16, 8), (17, 3), (37, 20)] {
+                let rows = cell.gate_count() * hidden;
+                let value = |s: f32, n: usize| {
+                    (0..n)
+                        .map(|k| ((k as f32 + s) * 0.41).sin())
+                        .collect::<Vec<_>>()
+                };
+                let w = LayerWeights::new(
+                    cell.kind(),
+                    input,
+                    hidden,
+                    value(1.0, rows * input),
+                    value(2.0, rows * hidden),
+                    Some(value(3.0, rows)),
+                    Some(value(4.0, rows)),
+                )
+                .unwrap();
+                let layer = PackedLayer::new(&w, cell);
+                let (gates, panels) = (layer.gates(), layer.panels());
+                for batch in 1..=6 {
+                    // Rows padded to a wider stride, to check the stride is honoured.
+                    let stride = input + 3;
+                    let x: Vec<f32> = value(5.0, batch * stride)
+                        .iter()
+                        .map(|v| 30.0 * v)
+                        .collect();
+                    let projection = SharedVectors::zeros(batch * gates * panels);
+                    let half_rows = batch / 2;
+                    let half_panels = panels / 2;
+                    if batch % 2 == 0 {
+                        project(&layer, &x, stride, &projection, 0..half_rows, 0..panels);
+                        project(&layer, &x, stride, &projection, half_rows..batch, 0..panels);
+                    } else {
+                        project(&layer, &x, stride, &projection, 0..batch, 0..half_panels);
+                        project(
+                            &layer,
+                            &x,
+                            stride,
+                            &projection,
+                            0..batch,
+                            half_panels..panels,
+                        );
                     }
-                    assert!(
-                        (f64::from(got) - want).abs() < 1e-5,
-                        "row {r} gate {g} unit {unit}: {got} vs {want}"
-                    );
+                    // SAFETY: single-threaded test, all writes done.
+                    let flat: &[f32] =
+                        wide::bytemuck::cast_slice(unsafe { projection.read(0..projection.len()) });
+                    for r in 0..batch {
+                        for g in 0..gates {
+                            for unit in 0..hidden {
+                                let (p, u) = (unit / 8, unit % 8);
+                                let got = flat[r * gates * panels * 8 + (p * gates + g) * 8 + u];
+                                let b_hh_folds =
+                                    !(cell == Cell::Gru(GruVariant::ResetAfter) && g == 2);
+                                let mut want = f64::from(w.b_ih_at(g, unit))
+                                    + if b_hh_folds {
+                                        f64::from(w.b_hh_at(g, unit))
+                                    } else {
+                                        0.0
+                                    };
+                                let mut magnitude = want.abs();
+                                for k in 0..input {
+                                    let term = f64::from(w.w_ih_row(g, unit)[k])
+                                        * f64::from(x[r * stride + k]);
+                                    want += term;
+                                    magnitude += term.abs();
+                                }
+                                assert!(
+                                    (f64::from(got) - want).abs() <= 1e-6 * magnitude,
+                                    "{cell:?} I={input} B={batch} row {r} gate {g} unit {unit}: {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }

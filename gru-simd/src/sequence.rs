@@ -1,5 +1,5 @@
 //! The sequence driver: every layer and direction of a model over a whole sequence, in
-//! chunks of time steps: gather the chunk's inputs, project them with one GEMM, then run the
+//! chunks of time steps: gather the chunk's inputs, project them all at once, then run the
 //! fused recurrent steps.
 
 use std::ops::Range;
@@ -11,13 +11,13 @@ use gru_core::{
 use wide::f32x8;
 
 use crate::packing::{LANES, PackedLayer};
-use crate::projection::project_rows;
+use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
 use crate::threading::{SharedSlice, SharedVectors, Workers, share};
 
 /// Upper bound on the projection buffer of one chunk, in vectors (1 MiB): memory stays bounded
-/// for any sequence length, the buffer stays in cache, and a chunk is still large enough to
-/// amortise the GEMM's packing.
+/// for any sequence length, the buffer stays in cache, and a chunk still has rows enough for
+/// the projection's row tiles to reuse each panel of `W_ih` many times.
 const CHUNK_VECTORS: usize = 1 << 15;
 
 /// Rows per worker below which the batch is not split by rows.
@@ -411,15 +411,21 @@ impl DirectionRun<'_> {
                 (&ws.gathered, &ws.projection, &ws.active, &ws.groups);
             let input_size = layer.input_size();
             self.workers.run(&|worker, barrier| {
-                // The projection: each worker a share of the chunk's rows, one GEMM each.
-                let mine = share(n * batch, threads, worker, 1);
-                // SAFETY: the shares are disjoint, and nothing reads the projection before
-                // the barrier below.
-                let out = unsafe { projection.write_range(mine.start * width..mine.end * width) };
-                project_rows(
+                // The projection, split like the steps: by rows when rows are split, so each
+                // worker streams all of W_ih for many rows; by panels otherwise, so each keeps
+                // its own share of W_ih (beside its share of W_hh) in its cache.
+                let (project_rows, project_panels) = if split_rows {
+                    (share(n * batch, threads, worker, 1), 0..panels)
+                } else {
+                    (0..n * batch, share(panels, threads, worker, 1))
+                };
+                project(
                     layer,
-                    &gathered[mine.start * input_size..mine.end * input_size],
-                    out,
+                    gathered,
+                    input_size,
+                    projection,
+                    project_rows,
+                    project_panels,
                 );
                 barrier.wait();
                 // SAFETY: every share was written before the barrier; nothing writes the

@@ -8,7 +8,7 @@ use wide::f32x8;
 
 use crate::epilogue::{
     GruResetAfter, GruResetBeforeCandidate, GruResetBeforeGates, LstmCell, LstmInputForget,
-    Projection, StepInputs,
+    StepInputs,
 };
 use crate::packing::{LANES, PackedLayer};
 use crate::threading::SharedVectors;
@@ -195,46 +195,4 @@ pub fn recurrent_step(
             }
         }
     }
-}
-
-/// The projection of one step's rows by tiles over the k-major `W_ih`, for `rows × panels`
-/// (the streaming step, where a GEMM call would repack `W_ih` every step). Row `r` of the
-/// input is `x[r·x_stride..][..I]`.
-pub fn project_step(
-    layer: &PackedLayer,
-    x: &[f32],
-    x_stride: usize,
-    out: &SharedVectors,
-    rows: Range<usize>,
-    panels: Range<usize>,
-) {
-    match layer.gates() {
-        3 => project_tiles::<3, 4, 4>(layer, x, x_stride, out, rows, panels),
-        4 => project_tiles::<4, 3, 3>(layer, x, x_stride, out, rows, panels),
-        g => unreachable!("cells have 3 or 4 gates, not {g}"),
-    }
-}
-
-/// [`project_step`] for a cell of `G` gates, with tiles of `ROWS` rows or `PANELS` panels.
-fn project_tiles<const G: usize, const ROWS: usize, const PANELS: usize>(
-    layer: &PackedLayer,
-    x: &[f32],
-    x_stride: usize,
-    out: &SharedVectors,
-    rows: Range<usize>,
-    panels: Range<usize>,
-) {
-    let epilogue = Projection::<G> {
-        bias: layer.projection_bias(),
-        panels: layer.panels(),
-        out,
-    };
-    run_tiles::<G, ROWS, PANELS, _>(
-        &epilogue,
-        PanelWeights::input(layer),
-        x,
-        x_stride,
-        rows,
-        panels,
-    );
 }

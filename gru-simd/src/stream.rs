@@ -5,8 +5,9 @@ use gru_core::{Cell, Error, RecurrentKernel, Result};
 use wide::f32x8;
 
 use crate::packing::{LANES, PackedLayer};
+use crate::projection::project;
 use crate::sequence::SimdModel;
-use crate::step::{CellScratch, project_step, recurrent_step};
+use crate::step::{CellScratch, recurrent_step};
 use crate::threading::{SharedVectors, share};
 
 /// The carried state of one layer.
@@ -16,8 +17,10 @@ struct LayerState {
     h: [SharedVectors; 2],
     current: usize,
     scratch: CellScratch,
-    /// This step's projection, `rows × G·panels` vectors.
-    projection: SharedVectors,
+    /// This step's projection, `rows × G·panels` vectors, one buffer per worker: each worker
+    /// projects and then reads back only its own panels, so no barrier is needed between the
+    /// projection and the recurrent product.
+    projection: Vec<SharedVectors>,
 }
 
 /// A batch of sequences advanced one step at a time through a [`SimdModel`].
@@ -60,7 +63,9 @@ impl SimdModel {
                     h: [SharedVectors::zeros(len), SharedVectors::zeros(len)],
                     current: 0,
                     scratch: CellScratch::new(layer, batch),
-                    projection: SharedVectors::zeros(len * layer.gates()),
+                    projection: (0..self.threads())
+                        .map(|_| SharedVectors::zeros(len * layer.gates()))
+                        .collect(),
                 }
             })
             .collect();
@@ -101,21 +106,23 @@ impl Stream<'_> {
             let mut input_stride = config.input_size;
             for (packed, state) in model.layers().iter().zip(layers) {
                 let panels = share(packed.panels(), threads, worker, 1);
-                project_step(
+                let projection = &state.projection[worker];
+                project(
                     packed,
                     input,
                     input_stride,
-                    &state.projection,
+                    projection,
                     0..batch,
                     panels.clone(),
                 );
-                barrier.wait();
                 let (prev, next) = (&state.h[state.current], &state.h[1 - state.current]);
-                // SAFETY: the projection was completed before the barrier above, and `prev`
-                // at the end of the previous step; neither is written during this layer.
+                // SAFETY: this worker's projection buffer is touched by this worker only, and
+                // its writes just above are done; `prev` was completed before the barrier that
+                // ended the previous step (or before this call) and is not written during
+                // this layer.
                 let (projection, h_prev) = unsafe {
                     (
-                        state.projection.read(0..state.projection.len()),
+                        projection.read(0..projection.len()),
                         prev.read(0..prev.len()),
                     )
                 };

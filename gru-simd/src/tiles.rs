@@ -6,8 +6,19 @@ use std::ops::Range;
 use wide::f32x8;
 
 use crate::epilogue::TileEpilogue;
-use crate::microkernel::accumulate_tile;
-use crate::packing::{PackedLayer, RecurrentPack};
+use crate::microkernel::{accumulate_tile, accumulate_tile_blocked};
+use crate::packing::PanelPack;
+
+/// How a tile sums its products over k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Summation {
+    /// One running sum ([`accumulate_tile`]): the recurrent products, whose inputs are states
+    /// in (−1, 1).
+    Running,
+    /// Blocks summed from zero, then added ([`accumulate_tile_blocked`]): the input projection,
+    /// whose inputs are raw features of any size.
+    Blocked,
+}
 
 /// Where the panels of a weight matrix are: panel `p`'s k-th row of `G` vectors starts at
 /// `p·panel_stride + k·k_stride`.
@@ -21,26 +32,28 @@ pub struct PanelWeights<'a> {
     pub k_stride: usize,
     /// Length of the k dimension.
     pub k_len: usize,
+    /// How products are summed over k.
+    pub summation: Summation,
 }
 
 impl<'a> PanelWeights<'a> {
-    /// A recurrent pack: panels contiguous, k dimension `H`.
-    pub fn recurrent(pack: &'a RecurrentPack) -> Self {
+    /// A recurrent pack (`W_hh`), summed in one running sum.
+    pub fn recurrent(pack: &'a PanelPack) -> Self {
+        Self::of(pack, Summation::Running)
+    }
+
+    /// The input weights (`W_ih`), summed in blocks.
+    pub fn input(pack: &'a PanelPack) -> Self {
+        Self::of(pack, Summation::Blocked)
+    }
+
+    fn of(pack: &'a PanelPack, summation: Summation) -> Self {
         Self {
             data: pack.data(),
             panel_stride: pack.panel_start(1),
             k_stride: pack.k_stride(),
             k_len: pack.k_len(),
-        }
-    }
-
-    /// The k-major input weights of `layer`: panels side by side, k dimension `I`.
-    pub fn input(layer: &'a PackedLayer) -> Self {
-        Self {
-            data: layer.w_ih(),
-            panel_stride: layer.gates(),
-            k_stride: layer.gates() * layer.panels(),
-            k_len: layer.input_size(),
+            summation,
         }
     }
 }
@@ -56,14 +69,16 @@ fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
 ) {
     let init: [[[f32x8; G]; NR]; MR] =
         std::array::from_fn(|m| std::array::from_fn(|j| epilogue.init(rows[m], panels[j])));
-    let acc = accumulate_tile::<G, MR, NR>(
-        init,
-        inputs,
-        weights.data,
-        panels.map(|p| p * weights.panel_stride),
-        weights.k_stride,
-        weights.k_len,
-    );
+    let starts = panels.map(|p| p * weights.panel_stride);
+    let (data, k_stride, k_len) = (weights.data, weights.k_stride, weights.k_len);
+    let acc = match weights.summation {
+        Summation::Running => {
+            accumulate_tile::<G, MR, NR>(init, inputs, data, starts, k_stride, k_len)
+        }
+        Summation::Blocked => {
+            accumulate_tile_blocked::<G, MR, NR>(init, inputs, data, starts, k_stride, k_len)
+        }
+    };
     for m in 0..MR {
         for j in 0..NR {
             epilogue.finish(rows[m], panels[j], acc[m][j]);
@@ -109,7 +124,7 @@ pub fn run_tiles<const G: usize, const ROWS: usize, const PANELS: usize, E: Tile
 mod tests {
     use super::*;
     use crate::epilogue::Projection;
-    use crate::packing::LANES;
+    use crate::packing::{LANES, PackedLayer};
     use crate::threading::SharedVectors;
     use gru_core::{Cell, CellKind, GruVariant, LayerWeights};
 

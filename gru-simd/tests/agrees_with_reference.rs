@@ -213,8 +213,11 @@ fn streaming_matches_the_sequence_forward() {
             if cell == Cell::Lstm {
                 input = input.c0(&c0);
             }
-            let simd = SimdModel::with_threads(&model, available(threads)).unwrap();
+            let mut simd = SimdModel::with_threads(&model, available(threads)).unwrap();
             let whole = ReferenceKernel::new(model).forward(&input).unwrap();
+            // The same tiles and the same summation order one step at a time as over the
+            // whole sequence: bit for bit the same outputs.
+            let sequence = simd.forward(&input).unwrap();
             let mut stream = simd.stream(b).unwrap();
             stream
                 .set_state(&h0, (cell == Cell::Lstm).then_some(c0.as_slice()))
@@ -223,14 +226,19 @@ fn streaming_matches_the_sequence_forward() {
                 let h = stream
                     .step(&x[step * b * input_size..(step + 1) * b * input_size])
                     .unwrap();
-                let want = &whole.output[step * b * hidden..(step + 1) * b * hidden];
+                let rows = step * b * hidden..(step + 1) * b * hidden;
                 assert!(
-                    scaled_error(h, want) <= 2e-5,
+                    scaled_error(h, &whole.output[rows.clone()]) <= 2e-5,
+                    "{cell:?} threads {threads} step {step}"
+                );
+                assert_eq!(
+                    h, &sequence.output[rows],
                     "{cell:?} threads {threads} step {step}"
                 );
             }
             let (h_n, c_n) = stream.state();
             assert!(scaled_error(&h_n, &whole.h_n) <= 2e-5);
+            assert_eq!(h_n, sequence.h_n);
             if let (Some(a), Some(b)) = (c_n, &whole.c_n) {
                 assert!(scaled_error(&a, b) <= 2e-5);
             }
