@@ -229,25 +229,30 @@ impl TileEpilogue<2> for LstmCell<'_> {
     }
 }
 
-/// The projection of one step computed by tiles (the streaming step): stores `b + W_ih x`.
+/// The input projection of `G` of a cell's gates, `first_gate..first_gate + G`: stores
+/// `b + W_ih x` for them.
 pub struct Projection<'a, const G: usize> {
-    /// The projection's bias, `G·panels` vectors.
+    /// The projection's bias, `gates·panels` vectors.
     pub bias: &'a [f32x8],
     /// Panels per row.
     pub panels: usize,
-    /// Where the projection goes, `G·panels` vectors per row.
+    /// All the cell's gates (a row of the projection has `gates·panels` vectors).
+    pub gates: usize,
+    /// The first of the `G` gates this tile computes.
+    pub first_gate: usize,
+    /// Where the projection goes, `gates·panels` vectors per row, gates interleaved per panel.
     pub out: &'a SharedVectors,
 }
 
 impl<const G: usize> TileEpilogue<G> for Projection<'_, G> {
     #[inline(always)]
     fn init(&self, _row: usize, panel: usize) -> [f32x8; G] {
-        std::array::from_fn(|g| self.bias[panel * G + g])
+        std::array::from_fn(|g| self.bias[panel * self.gates + self.first_gate + g])
     }
 
     #[inline(always)]
     fn finish(&self, row: usize, panel: usize, acc: [f32x8; G]) {
-        let base = (row * self.panels + panel) * G;
+        let base = (row * self.panels + panel) * self.gates + self.first_gate;
         for (g, value) in acc.into_iter().enumerate() {
             // SAFETY: one writer per (row, panel); read by the same worker's recurrent tiles
             // of the same panels, or after a barrier.

@@ -4,9 +4,10 @@
 //! to `Hp = 8·⌈H/8⌉` with zero weights. Within a panel the gates are interleaved, so that one
 //! register tile holds every gate of its 8 units and the epilogue can finish them at once:
 //!
-//! - **input weights** (`W_ih`), panel-contiguous: panel `p` is `[I, G, 8]` (k, gate, unit).
-//!   The input projection streams it straight from the packed panels, a chunk of steps at a
-//!   time or one step at a time, so it is never repacked.
+//! - **input weights** (`W_ih`), panel-contiguous: panel `p` is `[I, G, 8]` (k, gate, unit);
+//!   LSTM's in two packs, `[i, f]` and `[g, o]`, for the same reason as its recurrent weights
+//!   below. The input projection streams them straight from the packed panels, a chunk of
+//!   steps at a time or one step at a time, so they are never repacked.
 //! - **recurrent weights** (`W_hh`), panel-contiguous: panel `p` is `[H, G', 8]` (k, gate, unit),
 //!   one unbroken stream per panel so each thread's share stays hot in its own cache.
 //!   ResetAfter GRU uses one pack of all gates; ResetBefore GRU uses two, `[r, z]` and `[n]`,
@@ -100,8 +101,8 @@ pub struct PackedLayer {
     cell: Cell,
     input_size: usize,
     hidden_size: usize,
-    /// `W_ih`, all gates.
-    input: PanelPack,
+    /// `W_ih`: all gates, or (LSTM) `[i, f]` and `[g, o]`.
+    input: Vec<PanelPack>,
     /// Bias of the projection, `[G·Hp]` interleaved (`G·panels` vectors).
     projection_bias: Vec<f32x8>,
     /// ResetAfter's `b_hn` per panel; empty for the other cells.
@@ -126,7 +127,16 @@ impl PackedLayer {
             }))
         };
         let all_gates: Vec<usize> = (0..gates).collect();
-        let input_pack = PanelPack::new(hidden, input, &all_gates, |g, unit| w.w_ih_row(g, unit));
+        let input_pack =
+            |gates: &[usize]| PanelPack::new(hidden, input, gates, |g, unit| w.w_ih_row(g, unit));
+        let input_packs = if cell == Cell::Lstm {
+            vec![
+                input_pack(&[lstm_gate::I, lstm_gate::F]),
+                input_pack(&[lstm_gate::G, lstm_gate::O]),
+            ]
+        } else {
+            vec![input_pack(&all_gates)]
+        };
         let recurrent_pack =
             |gates: &[usize]| PanelPack::new(hidden, hidden, gates, |g, unit| w.w_hh_row(g, unit));
         let reset_after = cell == Cell::Gru(GruVariant::ResetAfter);
@@ -161,7 +171,7 @@ impl PackedLayer {
             cell,
             input_size: input,
             hidden_size: hidden,
-            input: input_pack,
+            input: input_packs,
             projection_bias,
             hn_bias,
             recurrent,
@@ -189,8 +199,9 @@ impl PackedLayer {
     pub fn gates(&self) -> usize {
         self.cell.gate_count()
     }
-    /// `W_ih`, all gates interleaved.
-    pub fn input(&self) -> &PanelPack {
+    /// `W_ih`: one pack of all gates, or (LSTM) `[i, f]` then `[g, o]`. The packs' gates,
+    /// in order, are the projection's gates in order.
+    pub fn input(&self) -> &[PanelPack] {
         &self.input
     }
     /// The projection's bias, `G·panels` vectors.
@@ -211,7 +222,7 @@ impl PackedLayer {
     }
     /// Bytes of packed weights and biases.
     pub fn packed_bytes(&self) -> usize {
-        let vectors = self.input.data.len()
+        let vectors = self.input.iter().map(|p| p.data.len()).sum::<usize>()
             + self.projection_bias.len()
             + self.hn_bias.len()
             + self.recurrent.data.len()
@@ -255,37 +266,31 @@ mod tests {
                 let w = layer(cell.kind(), input, hidden);
                 let packed = PackedLayer::new(&w, cell);
                 let (g_count, panels) = (cell.gate_count(), hidden.div_ceil(8));
-                for unit in 0..panels * 8 {
-                    let (p, u) = (unit / 8, unit % 8);
-                    for g in 0..g_count {
-                        let pack = packed.input();
-                        for k in 0..input {
-                            let got = lane(
-                                pack.data()[pack.panel_start(p) + k * pack.k_stride() + g],
-                                u,
-                            );
-                            let want = if unit < hidden {
-                                w.w_ih_row(g, unit)[k]
-                            } else {
-                                0.0
-                            };
-                            assert_eq!(got, want);
-                        }
-                    }
-                    let packs: Vec<&PanelPack> = std::iter::once(packed.recurrent())
-                        .chain(packed.recurrent_second())
-                        .collect();
-                    for pack in packs {
+                // The input packs hold the projection's gates in order.
+                let input_gates: Vec<usize> = packed
+                    .input()
+                    .iter()
+                    .flat_map(|pack| pack.gates.iter().copied())
+                    .collect();
+                assert_eq!(input_gates, (0..g_count).collect::<Vec<_>>());
+                let input_packs = packed.input().iter().map(|pack| (pack, input, true));
+                let recurrent_packs = std::iter::once(packed.recurrent())
+                    .chain(packed.recurrent_second())
+                    .map(|pack| (pack, hidden, false));
+                for (pack, k_len, is_input) in input_packs.chain(recurrent_packs) {
+                    assert_eq!(pack.k_len(), k_len);
+                    for unit in 0..panels * 8 {
+                        let (p, u) = (unit / 8, unit % 8);
                         for (slot, &g) in pack.gates.iter().enumerate() {
-                            for k in 0..hidden {
+                            for k in 0..k_len {
                                 let got = lane(
                                     pack.data()[pack.panel_start(p) + k * pack.k_stride() + slot],
                                     u,
                                 );
-                                let want = if unit < hidden {
-                                    w.w_hh_row(g, unit)[k]
-                                } else {
-                                    0.0
+                                let want = match (unit < hidden, is_input) {
+                                    (false, _) => 0.0,
+                                    (true, true) => w.w_ih_row(g, unit)[k],
+                                    (true, false) => w.w_hh_row(g, unit)[k],
                                 };
                                 assert_eq!(got, want);
                             }

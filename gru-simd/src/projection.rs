@@ -14,7 +14,7 @@
 use std::ops::Range;
 
 use crate::epilogue::Projection;
-use crate::packing::PackedLayer;
+use crate::packing::{PackedLayer, PanelPack};
 use crate::threading::SharedVectors;
 use crate::tiles::{PanelWeights, run_tiles};
 
@@ -34,19 +34,29 @@ pub fn project(
     rows: Range<usize>,
     panels: Range<usize>,
 ) {
-    match layer.gates() {
-        3 => project_tiles::<3, 4, 4>(layer, x, x_stride, out, rows, panels),
-        4 => project_tiles::<4, 2, 2>(layer, x, x_stride, out, rows, panels),
-        g => unreachable!("cells have 3 or 4 gates, not {g}"),
+    let mut first_gate = 0;
+    for pack in layer.input() {
+        let (rows, panels) = (rows.clone(), panels.clone());
+        match pack.gate_count() {
+            3 => project_pack::<3, 4, 4>(layer, pack, first_gate, x, x_stride, out, rows, panels),
+            2 => project_pack::<2, 6, 6>(layer, pack, first_gate, x, x_stride, out, rows, panels),
+            g => unreachable!("input packs hold 3 or 2 gates, not {g}"),
+        }
+        first_gate += pack.gate_count();
     }
 }
 
-/// [`project`] for a cell of `G` gates, with tiles of `ROWS` rows or `PANELS` panels. A tile
-/// must fit the 16 vector registers with its `G` weights and the broadcast input: 4 × 3 × 3
-/// gates do; 3 × 4 gates spilled (LSTM, one thread, best of 30: 38–45 GFLOP/s with
-/// `<4, 3, 3>`, 62–69 with `<4, 2, 2>`).
-fn project_tiles<const G: usize, const ROWS: usize, const PANELS: usize>(
+/// [`project`] for one pack of `G` gates starting at `first_gate`, with tiles of `ROWS` rows or
+/// `PANELS` panels. A tile must fit the 16 vector registers with its `G` weights and the
+/// broadcast input: 4 rows × 3 gates and 6 rows × 2 gates do. LSTM's four gates are therefore
+/// two packs of two: one pack of four allowed tiles of only 2 × 4 (3 × 4 spilled registers);
+/// measured on one thread, best of 30, its projection ran at 38–45 GFLOP/s with 3 × 4 and
+/// 62–69 with 2 × 4.
+#[allow(clippy::too_many_arguments)]
+fn project_pack<const G: usize, const ROWS: usize, const PANELS: usize>(
     layer: &PackedLayer,
+    pack: &PanelPack,
+    first_gate: usize,
     x: &[f32],
     x_stride: usize,
     out: &SharedVectors,
@@ -56,11 +66,13 @@ fn project_tiles<const G: usize, const ROWS: usize, const PANELS: usize>(
     let epilogue = Projection::<G> {
         bias: layer.projection_bias(),
         panels: layer.panels(),
+        gates: layer.gates(),
+        first_gate,
         out,
     };
     run_tiles::<G, ROWS, PANELS, _>(
         &epilogue,
-        PanelWeights::input(layer.input()),
+        PanelWeights::input(pack),
         x,
         x_stride,
         rows,

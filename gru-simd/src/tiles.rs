@@ -165,6 +165,8 @@ mod tests {
                 let epilogue = Projection::<3> {
                     bias: &zero_bias,
                     panels,
+                    gates: 3,
+                    first_gate: 0,
                     out: &out,
                 };
                 run_tiles::<3, 4, 4, _>(
