@@ -2,12 +2,12 @@
 //! synchronisation, and the shared state buffers the workers write between barriers.
 //!
 //! Two ways to split a step (chosen per call in [`crate::sequence`]):
-//! - **batch rows**, for large batches: each worker owns whole rows for the whole sequence, so
-//!   the workers never synchronise inside a chunk of steps;
+//! - **batch rows**, for large batches: each worker owns whole rows for the whole sequence
+//!   (their inputs, projection and state), so the workers never synchronise;
 //! - **hidden units** (panels), for small batches down to 1: each worker owns a contiguous range
-//!   of panels and so keeps its slice of the packed `W_hh` hot in its own core's cache across
-//!   steps (weight-stationary); a step ends with one barrier, since the next step reads every
-//!   unit of the state.
+//!   of panels and so keeps its slices of the packed `W_ih` and `W_hh` hot in its own core's
+//!   cache across steps (weight-stationary); a step ends with one barrier, since the next step
+//!   reads every unit of the state.
 //!
 //! A dot product is never split across workers, so results are bitwise identical for every
 //! thread count.
