@@ -190,6 +190,9 @@ mod tests {
             check::<2, 1, 6>(k_len);
             check::<1, 4, 1>(k_len);
             check::<1, 1, 8>(k_len);
+            check::<3, 2, 2>(k_len);
+            check::<2, 2, 3>(k_len);
+            check::<1, 2, 4>(k_len);
         }
     }
 

@@ -38,22 +38,31 @@ pub fn project(
     for pack in layer.input() {
         let (rows, panels) = (rows.clone(), panels.clone());
         match pack.gate_count() {
-            3 => project_pack::<3, 4, 4>(layer, pack, first_gate, x, x_stride, out, rows, panels),
-            2 => project_pack::<2, 6, 6>(layer, pack, first_gate, x, x_stride, out, rows, panels),
+            3 => {
+                project_pack::<3, 4, 4, 2>(layer, pack, first_gate, x, x_stride, out, rows, panels)
+            }
+            2 => {
+                project_pack::<2, 6, 6, 3>(layer, pack, first_gate, x, x_stride, out, rows, panels)
+            }
             g => unreachable!("input packs hold 3 or 2 gates, not {g}"),
         }
         first_gate += pack.gate_count();
     }
 }
 
-/// [`project`] for one pack of `G` gates starting at `first_gate`, with tiles of `ROWS` rows or
-/// `PANELS` panels. A tile must fit the 16 vector registers with its `G` weights and the
+/// [`project`] for one pack of `G` gates starting at `first_gate`, with tiles of `ROWS` rows,
+/// of two rows × `PAIR_PANELS` panels, or of one row × `PANELS` panels ([`run_tiles`]). A tile must fit the 16 vector registers with its `G` weights and the
 /// broadcast input: 4 rows × 3 gates and 6 rows × 2 gates do. LSTM's four gates are therefore
 /// two packs of two: one pack of four allowed tiles of only 2 × 4 (3 × 4 spilled registers);
 /// measured on one thread, best of 30, its projection ran at 38–45 GFLOP/s with 3 × 4 and
 /// 62–69 with 2 × 4.
 #[allow(clippy::too_many_arguments)]
-fn project_pack<const G: usize, const ROWS: usize, const PANELS: usize>(
+fn project_pack<
+    const G: usize,
+    const ROWS: usize,
+    const PANELS: usize,
+    const PAIR_PANELS: usize,
+>(
     layer: &PackedLayer,
     pack: &PanelPack,
     first_gate: usize,
@@ -70,7 +79,7 @@ fn project_pack<const G: usize, const ROWS: usize, const PANELS: usize>(
         first_gate,
         out,
     };
-    run_tiles::<G, ROWS, PANELS, _>(
+    run_tiles::<G, ROWS, PANELS, PAIR_PANELS, _>(
         &epilogue,
         PanelWeights::input(pack),
         x,

@@ -116,7 +116,7 @@ pub fn recurrent_step(
                 hn_bias: layer.hn_bias(),
                 h_next,
             };
-            run_tiles::<3, 4, 4, _>(
+            run_tiles::<3, 4, 4, 2, _>(
                 &epilogue,
                 recurrent,
                 as_floats(h_prev),
@@ -131,7 +131,7 @@ pub fn recurrent_step(
                 z: &scratch.z,
                 reset_state: &scratch.reset_state,
             };
-            run_tiles::<2, 6, 6, _>(
+            run_tiles::<2, 6, 6, 3, _>(
                 &gates,
                 recurrent,
                 as_floats(h_prev),
@@ -152,7 +152,7 @@ pub fn recurrent_step(
             let n_pack = layer
                 .recurrent_second()
                 .expect("a reset-before layer has an n pack");
-            run_tiles::<1, 8, 8, _>(
+            run_tiles::<1, 8, 8, 4, _>(
                 &candidate,
                 PanelWeights::recurrent(n_pack),
                 as_floats(reset_state),
@@ -183,8 +183,15 @@ pub fn recurrent_step(
             let h = as_floats(h_prev);
             for group in panels.clone().step_by(LSTM_PANEL_GROUP) {
                 let group = group..(group + LSTM_PANEL_GROUP).min(panels.end);
-                run_tiles::<2, 6, 6, _>(&first, recurrent, h, stride, rows.clone(), group.clone());
-                run_tiles::<2, 6, 6, _>(
+                run_tiles::<2, 6, 6, 3, _>(
+                    &first,
+                    recurrent,
+                    h,
+                    stride,
+                    rows.clone(),
+                    group.clone(),
+                );
+                run_tiles::<2, 6, 6, 3, _>(
                     &second,
                     PanelWeights::recurrent(pack),
                     h,

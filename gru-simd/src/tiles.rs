@@ -88,10 +88,19 @@ fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
 
 /// Runs every tile of `rows × panels`. Row `r`'s input is `inputs[r·input_stride..]`.
 ///
-/// Blocks of `ROWS` rows go panel by panel, so one panel's weights stay in L1 while every
-/// block uses them. Rows left over (all of them at batch 1) go one at a time with `PANELS`
-/// panels per tile, enough independent accumulators to hide the FMA latency.
-pub fn run_tiles<const G: usize, const ROWS: usize, const PANELS: usize, E: TileEpilogue<G>>(
+/// Blocks of `ROWS` rows go panel by panel, so one panel's weights stay in cache while every
+/// block uses them. Rows left over (all of them at batch 1) go in pairs with `PAIR_PANELS`
+/// panels per tile, then one at a time with `PANELS` panels per tile: enough independent
+/// accumulators to hide the FMA latency, and each pair streams the weights once for two rows.
+/// The pairs measured on the LSTM (six-row blocks) at B = 64 on one thread, four rows left
+/// over: 55 → 78 GFLOP/s at I = H = 256, 53 → 75 at 512 (medians of four alternating rounds).
+pub fn run_tiles<
+    const G: usize,
+    const ROWS: usize,
+    const PANELS: usize,
+    const PAIR_PANELS: usize,
+    E: TileEpilogue<G>,
+>(
     epilogue: &E,
     weights: PanelWeights<'_>,
     inputs: &[f32],
@@ -107,16 +116,32 @@ pub fn run_tiles<const G: usize, const ROWS: usize, const PANELS: usize, E: Tile
             tile::<G, ROWS, 1, E>(epilogue, &weights, block.map(row_of), block, [p]);
         }
     }
-    for r in blocked_end..rows.end {
-        let mut p = panels.start;
-        while p + PANELS <= panels.end {
-            let group: [usize; PANELS] = std::array::from_fn(|j| p + j);
-            tile::<G, 1, PANELS, E>(epilogue, &weights, [row_of(r)], [r], group);
-            p += PANELS;
-        }
-        for p in p..panels.end {
-            tile::<G, 1, 1, E>(epilogue, &weights, [row_of(r)], [r], [p]);
-        }
+    let paired_end = blocked_end + (rows.end - blocked_end) / 2 * 2;
+    for first in (blocked_end..paired_end).step_by(2) {
+        row_strip::<G, 2, PAIR_PANELS, E>(epilogue, &weights, &row_of, [first, first + 1], &panels);
+    }
+    for r in paired_end..rows.end {
+        row_strip::<G, 1, PANELS, E>(epilogue, &weights, &row_of, [r], &panels);
+    }
+}
+
+/// The tiles of `MR` rows across `panels`, `NR` panels at a time (then one at a time).
+#[inline(always)]
+fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
+    epilogue: &E,
+    weights: &PanelWeights<'_>,
+    row_of: &impl Fn(usize) -> &'x [f32],
+    rows: [usize; MR],
+    panels: &Range<usize>,
+) {
+    let mut p = panels.start;
+    while p + NR <= panels.end {
+        let group: [usize; NR] = std::array::from_fn(|j| p + j);
+        tile::<G, MR, NR, E>(epilogue, weights, rows.map(row_of), rows, group);
+        p += NR;
+    }
+    for p in p..panels.end {
+        tile::<G, MR, 1, E>(epilogue, weights, rows.map(row_of), rows, [p]);
     }
 }
 
@@ -169,7 +194,7 @@ mod tests {
                     first_gate: 0,
                     out: &out,
                 };
-                run_tiles::<3, 4, 4, _>(
+                run_tiles::<3, 4, 4, 2, _>(
                     &epilogue,
                     PanelWeights::recurrent(layer.recurrent()),
                     &h,
