@@ -1,28 +1,35 @@
 #!/usr/bin/env python3
 """Merges JSON lines from repeated, interleaved runs of `gru bench --json` and peers.py into one
 Markdown table: per (cell, shape), the median over runs of each kernel's GFLOP/s, and our
-ratio to the fastest peer. Timings on a shared machine drift between runs; the median of a few
-interleaved runs is steadier than any one run.
+ratio to the fastest peer: the ratio of those medians, then the lowest and highest ratio of
+any one round (a file name ending in `_N.jsonl` is round N). Timings on a shared machine drift
+between runs; the median of a few interleaved runs is steadier than any one run, and the
+range shows how far one round can stray.
 
     python3 gru-bench/peers/summarize.py runs/*.jsonl
 """
 import collections
 import json
+import re
 import statistics
 import sys
 
 
 def main():
     runs = collections.defaultdict(list)
+    by_round = collections.defaultdict(dict)
     for path in sys.argv[1:]:
+        match = re.search(r"_(\d+)\.jsonl$", path)
+        round_id = match.group(1) if match else path
         with open(path) as f:
             for line in f:
                 if line.strip():
                     d = json.loads(line)
                     key = (d["cell"], d["mode"], d["batch"], d["seq_len"], d["input"], d["hidden"], d["threads"])
                     runs[key + (d["kernel"],)].append(d["seconds"])
+                    by_round[key + (round_id,)][d["kernel"]] = d["seconds"]
     keys = sorted({k[:-1] for k in runs}, key=lambda k: (k[1], k[2], k[5], k[0]))
-    print("| cell | mode | B:T:I:H | threads | simd | onnxruntime | pytorch | simd / fastest peer |")
+    print("| cell | mode | B:T:I:H | threads | simd | onnxruntime | pytorch | simd / fastest peer (rounds' range) |")
     print("|---|---|---|---|---|---|---|---|")
     for key in keys:
         cell, mode, b, t, i, h, threads = key
@@ -40,6 +47,13 @@ def main():
                 cells.append("")
         peers = [seconds[k] for k in ("onnxruntime", "pytorch") if k in seconds]
         ratio = f"{min(peers) / seconds['simd']:.2f}×" if peers and "simd" in seconds else ""
+        per_round = [
+            min(r[k] for k in ("onnxruntime", "pytorch") if k in r) / r["simd"]
+            for (rk, r) in ((rk, r) for rk, r in by_round.items() if rk[:-1] == key)
+            if "simd" in r and ("onnxruntime" in r or "pytorch" in r)
+        ]
+        if ratio and len(per_round) > 1:
+            ratio += f" ({min(per_round):.2f}–{max(per_round):.2f})"
         print(f"| {cell} | {mode} | {b}:{t}:{i}:{h} | {threads} | " + " | ".join(cells) + f" | {ratio} |")
 
 
