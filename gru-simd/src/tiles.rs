@@ -140,6 +140,12 @@ fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: TileEpilog
         tile::<G, MR, NR, E>(epilogue, weights, rows.map(row_of), rows, group);
         p += NR;
     }
+    // The panels left over, two at a time where possible: a tile of one panel has too few
+    // accumulators to hide the FMA latency.
+    while NR > 2 && p + 2 <= panels.end {
+        tile::<G, MR, 2, E>(epilogue, weights, rows.map(row_of), rows, [p, p + 1]);
+        p += 2;
+    }
     for p in p..panels.end {
         tile::<G, MR, 1, E>(epilogue, weights, rows.map(row_of), rows, [p]);
     }
