@@ -6,10 +6,10 @@
 //! streaming step) costs no more per row than that of many. The products are summed in blocks
 //! of [`SUM_BLOCK`](crate::microkernel::SUM_BLOCK) inputs, since raw features can be large.
 //!
-//! `matrixmultiply` did this job before; measured side by side on this project's shapes it was
-//! slower at every one of them (see `cargo bench -p gru-bench --bench projection`), chiefly
-//! because it repacks `W_ih` on every call and its summation cannot be blocked without one call
-//! per block.
+//! `matrixmultiply` did this job before. With the same blocked summation (one call per block)
+//! it was slower at every shape measured, 1.1–1.5× on one thread
+//! (`cargo bench -p gru-simd --bench projection`), and far slower at batch 1 on two threads,
+//! where each call repacked all of `W_ih` for a few rows.
 
 use std::ops::Range;
 
@@ -51,11 +51,13 @@ pub fn project(
 }
 
 /// [`project`] for one pack of `G` gates starting at `first_gate`, with tiles of `ROWS` rows,
-/// of two rows × `PAIR_PANELS` panels, or of one row × `PANELS` panels ([`run_tiles`]). A tile must fit the 16 vector registers with its `G` weights and the
-/// broadcast input: 4 rows × 3 gates and 6 rows × 2 gates do. LSTM's four gates are therefore
-/// two packs of two: one pack of four allowed tiles of only 2 × 4 (3 × 4 spilled registers);
-/// measured on one thread, best of 30, its projection ran at 38–45 GFLOP/s with 3 × 4 and
-/// 62–69 with 2 × 4.
+/// of two rows × `PAIR_PANELS` panels, or of one row × `PANELS` panels ([`run_tiles`]).
+///
+/// A tile must fit the 16 vector registers with its `G` weights and the broadcast input:
+/// 4 rows × 3 gates and 6 rows × 2 gates do. LSTM's four gates are therefore two packs of two.
+/// One pack of four allowed tiles of only 2 rows (3 × 4 spilled registers): on one thread,
+/// best of 30, its projection ran at 38–45 GFLOP/s with 3 × 4 and 62–69 with 2 × 4; the two
+/// packs of 6 × 2 then gained another 3–23 % on the whole LSTM.
 #[allow(clippy::too_many_arguments)]
 fn project_pack<
     const G: usize,
