@@ -23,6 +23,7 @@ use wide::f32x8;
 /// # Panics
 /// If an input row is shorter than `k_len` or a panel runs past the end of `weights`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
     mut acc: [[[f32x8; G]; NR]; MR],
     inputs: [&[f32]; MR],
@@ -34,11 +35,21 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
     if k_len == 0 {
         return acc;
     }
-    let inputs = inputs.map(|row| &row[..k_len]);
+    // Arrays are filled by plain loops here and below, not `[T; N]::map`: `map` on these
+    // arrays was compiled into out-of-line calls and stack copies, a fixed cost per tile and
+    // per summation block that was most of a one-row projection's time (see `project`).
+    let mut rows: [&[f32]; MR] = [&[]; MR];
+    for m in 0..MR {
+        rows[m] = &inputs[m][..k_len];
+    }
+    let inputs = rows;
     // One slice per panel covering exactly its k_len strided rows, so the loop below indexes
     // within bounds the compiler can see.
     let span = (k_len - 1) * k_stride + G;
-    let panels = panel_starts.map(|start| &weights[start..start + span]);
+    let mut panels: [&[f32x8]; NR] = [&[]; NR];
+    for j in 0..NR {
+        panels[j] = &weights[panel_starts[j]..panel_starts[j] + span];
+    }
     // `k` walks the inputs one float at a time and the weights `k_stride` vectors at a time.
     #[allow(clippy::needless_range_loop)]
     for k in 0..k_len {
@@ -76,6 +87,7 @@ pub const SUM_BLOCK: usize = 16;
 /// # Panics
 /// As [`accumulate_tile`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 pub fn accumulate_tile_blocked<const G: usize, const MR: usize, const NR: usize>(
     mut acc: [[[f32x8; G]; NR]; MR],
     inputs: [&[f32]; MR],
@@ -85,11 +97,19 @@ pub fn accumulate_tile_blocked<const G: usize, const MR: usize, const NR: usize>
     k_len: usize,
 ) -> [[[f32x8; G]; NR]; MR] {
     for k0 in (0..k_len).step_by(SUM_BLOCK) {
+        let mut block_inputs = inputs;
+        for m in 0..MR {
+            block_inputs[m] = &inputs[m][k0..];
+        }
+        let mut block_starts = panel_starts;
+        for j in 0..NR {
+            block_starts[j] += k0 * k_stride;
+        }
         let block = accumulate_tile::<G, MR, NR>(
             [[[f32x8::ZERO; G]; NR]; MR],
-            inputs.map(|row| &row[k0..]),
+            block_inputs,
             weights,
-            panel_starts.map(|start| start + k0 * k_stride),
+            block_starts,
             k_stride,
             SUM_BLOCK.min(k_len - k0),
         );

@@ -60,6 +60,7 @@ impl<'a> PanelWeights<'a> {
 
 /// One tile: starting values from the epilogue, the product, the epilogue.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
     epilogue: &E,
     weights: &PanelWeights<'_>,
@@ -67,9 +68,15 @@ fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
     rows: [usize; MR],
     panels: [usize; NR],
 ) {
-    let init: [[[f32x8; G]; NR]; MR] =
-        std::array::from_fn(|m| std::array::from_fn(|j| epilogue.init(rows[m], panels[j])));
-    let starts = panels.map(|p| p * weights.panel_stride);
+    // Plain loops rather than `from_fn`/`map` (see the microkernel: fewer stack copies).
+    let mut init = [[[f32x8::ZERO; G]; NR]; MR];
+    let mut starts = [0; NR];
+    for j in 0..NR {
+        starts[j] = panels[j] * weights.panel_stride;
+        for m in 0..MR {
+            init[m][j] = epilogue.init(rows[m], panels[j]);
+        }
+    }
     let (data, k_stride, k_len) = (weights.data, weights.k_stride, weights.k_len);
     let acc = match weights.summation {
         Summation::Running => {
@@ -84,6 +91,19 @@ fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
             epilogue.finish(rows[m], panels[j], acc[m][j]);
         }
     }
+}
+
+/// The input rows of `rows`.
+#[inline(always)]
+fn rows_of<'x, const MR: usize>(
+    row_of: &impl Fn(usize) -> &'x [f32],
+    rows: [usize; MR],
+) -> [&'x [f32]; MR] {
+    let mut inputs: [&[f32]; MR] = [&[]; MR];
+    for (input, &row) in inputs.iter_mut().zip(&rows) {
+        *input = row_of(row);
+    }
+    inputs
 }
 
 /// Runs every tile of `rows × panels`. Row `r`'s input is `inputs[r·input_stride..]`.
@@ -113,7 +133,7 @@ pub fn run_tiles<
     for p in panels.clone() {
         for first in (rows.start..blocked_end).step_by(ROWS) {
             let block: [usize; ROWS] = std::array::from_fn(|m| first + m);
-            tile::<G, ROWS, 1, E>(epilogue, &weights, block.map(row_of), block, [p]);
+            tile::<G, ROWS, 1, E>(epilogue, &weights, rows_of(&row_of, block), block, [p]);
         }
     }
     let paired_end = blocked_end + (rows.end - blocked_end) / 2 * 2;
@@ -137,17 +157,17 @@ fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: TileEpilog
     let mut p = panels.start;
     while p + NR <= panels.end {
         let group: [usize; NR] = std::array::from_fn(|j| p + j);
-        tile::<G, MR, NR, E>(epilogue, weights, rows.map(row_of), rows, group);
+        tile::<G, MR, NR, E>(epilogue, weights, rows_of(row_of, rows), rows, group);
         p += NR;
     }
     // The panels left over, two at a time where possible: a tile of one panel has too few
     // accumulators to hide the FMA latency.
     while NR > 2 && p + 2 <= panels.end {
-        tile::<G, MR, 2, E>(epilogue, weights, rows.map(row_of), rows, [p, p + 1]);
+        tile::<G, MR, 2, E>(epilogue, weights, rows_of(row_of, rows), rows, [p, p + 1]);
         p += 2;
     }
     for p in p..panels.end {
-        tile::<G, MR, 1, E>(epilogue, weights, rows.map(row_of), rows, [p]);
+        tile::<G, MR, 1, E>(epilogue, weights, rows_of(row_of, rows), rows, [p]);
     }
 }
 
