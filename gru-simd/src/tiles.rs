@@ -145,7 +145,8 @@ pub fn run_tiles<
     }
 }
 
-/// The tiles of `MR` rows across `panels`, `NR` panels at a time (then one at a time).
+/// The tiles of `MR` rows across `panels`: `NR` panels at a time, then the panels left over
+/// two at a time, then one.
 #[inline(always)]
 fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
     epilogue: &E,
