@@ -466,17 +466,15 @@ impl DirectionRun<'_> {
                 );
                 // SAFETY: only this worker touches its group's chunk, and its writes are done.
                 let projection = unsafe { chunk.projection.read(0..n * rows * width) };
-                for i in 0..n {
-                    self.step(
-                        group,
-                        &projection[i * rows * width..(i + 1) * rows * width],
-                        &chunk.active[i * rows..(i + 1) * rows],
-                        s0 + i,
-                        0..panels,
-                        dest,
-                        &|| {},
-                    );
-                }
+                self.step_chunk(
+                    group,
+                    projection,
+                    &chunk.active,
+                    s0,
+                    0..panels,
+                    dest,
+                    &|| {},
+                );
             }
         });
     }
@@ -517,18 +515,46 @@ impl DirectionRun<'_> {
                 // SAFETY: every worker's panels were written before the barrier; nothing
                 // writes the projection again in this run.
                 let projection = unsafe { chunk.projection.read(0..n * batch * width) };
-                for i in 0..n {
-                    self.step(
-                        group,
-                        &projection[i * batch * width..(i + 1) * batch * width],
-                        &chunk.active[i * batch..(i + 1) * batch],
-                        s0 + i,
-                        own_panels.clone(),
-                        dest,
-                        &|| barrier.wait(),
-                    );
-                }
+                let sync = || barrier.wait();
+                self.step_chunk(
+                    group,
+                    projection,
+                    &chunk.active,
+                    s0,
+                    own_panels,
+                    dest,
+                    &sync,
+                );
             });
+        }
+    }
+
+    /// The steps `s0..` of one chunk, one after the other: `projection` and `active` hold
+    /// the chunk's (step, row) entries in step order, `group.rows.len()` rows per step.
+    #[allow(clippy::too_many_arguments)]
+    fn step_chunk(
+        &self,
+        group: &RowGroup,
+        projection: &[f32x8],
+        active: &[bool],
+        s0: usize,
+        panels: Range<usize>,
+        dest: &Destination<'_>,
+        sync: &dyn Fn(),
+    ) {
+        let rows = group.rows.len();
+        let width = self.layer.gates() * self.layer.panels();
+        for (i, step_active) in active.chunks_exact(rows.max(1)).enumerate() {
+            let step_projection = &projection[i * rows * width..(i + 1) * rows * width];
+            self.step(
+                group,
+                step_projection,
+                step_active,
+                s0 + i,
+                panels.clone(),
+                dest,
+                sync,
+            );
         }
     }
 
