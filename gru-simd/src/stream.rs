@@ -7,7 +7,7 @@ use wide::f32x8;
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::sequence::SimdModel;
-use crate::step::{CellScratch, recurrent_step};
+use crate::step::{CellScratch, panel_groups, recurrent_step};
 use crate::threading::{SharedVectors, share};
 
 /// The carried state of one layer.
@@ -107,36 +107,36 @@ impl Stream<'_> {
             for (packed, state) in model.layers().iter().zip(layers) {
                 let panels = share(packed.panels(), threads, worker, 1);
                 let projection = &state.projection[worker];
-                project(
-                    packed,
-                    input,
-                    input_stride,
-                    projection,
-                    0..batch,
-                    panels.clone(),
-                );
                 let (prev, next) = (&state.h[state.current], &state.h[1 - state.current]);
-                // SAFETY: this worker's projection buffer is touched by this worker only, and
-                // its writes just above are done; `prev` was completed before the barrier that
-                // ended the previous step (or before this call) and is not written during
-                // this layer.
-                let (projection, h_prev) = unsafe {
-                    (
-                        projection.read(0..projection.len()),
-                        prev.read(0..prev.len()),
-                    )
-                };
-                recurrent_step(
-                    packed,
-                    &state.scratch,
-                    projection,
-                    all_active,
-                    h_prev,
-                    next,
-                    0..batch,
-                    panels,
-                    &sync,
-                );
+                // SAFETY: `prev` was completed before the barrier that ended the previous
+                // step (or before this call) and is not written during this layer.
+                let h_prev = unsafe { prev.read(0..prev.len()) };
+                // Each group's projection just before its product: both its panels of `W_ih`
+                // and of `W_hh` are then read while the other is still in cache.
+                for group in panel_groups(packed.cell(), panels, state.current) {
+                    project(
+                        packed,
+                        input,
+                        input_stride,
+                        projection,
+                        0..batch,
+                        group.clone(),
+                    );
+                    // SAFETY: this worker's projection buffer is touched by this worker only,
+                    // and its writes just above are done.
+                    let projection = unsafe { projection.read(0..projection.len()) };
+                    recurrent_step(
+                        packed,
+                        &state.scratch,
+                        projection,
+                        all_active,
+                        h_prev,
+                        next,
+                        0..batch,
+                        group,
+                        &sync,
+                    );
+                }
                 barrier.wait();
                 // SAFETY: every worker finished writing `next` before the barrier above; it
                 // is next written a step later, after further barriers.

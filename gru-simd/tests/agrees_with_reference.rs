@@ -203,7 +203,9 @@ fn results_are_bitwise_identical_for_every_thread_count() {
 fn streaming_matches_the_sequence_forward() {
     for (k, &cell) in CELLS.iter().enumerate() {
         for threads in [1, 2] {
-            let (input_size, hidden, t, b) = (7, 21, 12, 3);
+            // Nine panels: several panel groups per worker, so that the streaming step's
+            // alternating group order runs both ways.
+            let (input_size, hidden, t, b) = (7, 70, 12, 3);
             let model = random_model(cell, input_size, hidden, 2, false, true, 40 + k as u64);
             let mut values = Values::new(5);
             let x = values.vec(t * b * input_size, 2.0);
