@@ -112,7 +112,11 @@ pub fn panel_groups(
     };
     let count = panels.len().div_ceil(width).max(1);
     (0..count).map(move |i| {
-        let group = if step % 2 == 0 { i } else { count - 1 - i };
+        let group = if step.is_multiple_of(2) {
+            i
+        } else {
+            count - 1 - i
+        };
         let start = (panels.start + group * width).min(panels.end);
         start..(start + width).min(panels.end)
     })
@@ -266,7 +270,11 @@ mod tests {
                     let reversed: Vec<_> = odd.iter().rev().cloned().collect();
                     assert_eq!(reversed, even, "{cell:?} {panels:?}");
                     if cell == Cell::Gru(GruVariant::ResetBefore) {
-                        assert_eq!(even, [panels.clone()], "one group, even when empty");
+                        assert_eq!(
+                            even,
+                            std::slice::from_ref(&panels),
+                            "one group, even when empty"
+                        );
                     }
                 }
             }
