@@ -9,13 +9,15 @@
 #   python3 gru-bench/peers/summarize.py runs/*seq*.jsonl
 #   python3 gru-bench/peers/summarize.py runs/*step*.jsonl
 #
-# Needs torch, onnx, onnxruntime and numpy in $PYTHON. Run it on an otherwise idle machine.
+# MODES="seq" or MODES="step" runs one mode only (both by default). Needs torch, onnx,
+# onnxruntime and numpy in $PYTHON. Run it on an otherwise idle machine.
 set -euo pipefail
 out=${1:?usage: rounds.sh OUT_DIR [ROUNDS]}
 rounds=${2:-3}
 python=${PYTHON:-python3}
 here=$(cd "$(dirname "$0")" && pwd)
 gru=${GRU:-$here/../../target/release/gru}
+modes=${MODES:-seq step}
 seq_shapes="1:100:128:128 1:100:256:256 1:100:512:512 1:50:1024:1024 64:100:128:128 64:100:256:256 64:100:512:512 64:50:1024:1024"
 step_shapes="1:1:256:256 1:1:512:512"
 mkdir -p "$out"
@@ -26,12 +28,16 @@ pair() { # mode threads shape cell round
         >> "$out/simd_$1$2_$5.jsonl" 2> /dev/null
 }
 for round in $(seq "$rounds"); do
-    for shape in $seq_shapes; do
-        for cell in gru lstm; do pair seq 2 "$shape" "$cell" "$round"; done
-    done
-    for threads in 1 2; do
-        for shape in $step_shapes; do
-            for cell in gru lstm; do pair step "$threads" "$shape" "$cell" "$round"; done
+    if [[ " $modes " == *" seq "* ]]; then
+        for shape in $seq_shapes; do
+            for cell in gru lstm; do pair seq 2 "$shape" "$cell" "$round"; done
         done
-    done
+    fi
+    if [[ " $modes " == *" step "* ]]; then
+        for threads in 1 2; do
+            for shape in $step_shapes; do
+                for cell in gru lstm; do pair step "$threads" "$shape" "$cell" "$round"; done
+            done
+        done
+    fi
 done

@@ -19,14 +19,18 @@ pub trait TileEpilogue<const G: usize>: Sync {
 }
 
 /// Buffers every epilogue of one step reads. Rows are `panels` vectors apart in the states
-/// and `gates·panels` apart in the projection.
+/// and `gates·panels` apart in the projection. `h_prev`, `projection` and `active` hold only
+/// the rows from `first_row` on, the ones this step's caller works on; the buffers the
+/// epilogues write hold every row.
 #[derive(Clone, Copy)]
 pub struct StepInputs<'a> {
-    /// The projected input of this step's rows (biases folded in).
+    /// The projected input of rows `first_row..` (biases folded in).
     pub projection: &'a [f32x8],
-    /// Whether each row is inside its sequence at this step.
+    /// Whether each of rows `first_row..` is inside its sequence at this step.
     pub active: &'a [bool],
-    /// The state before this step.
+    /// The row that `projection` and `active` start at.
+    pub first_row: usize,
+    /// The state of rows `first_row..` before this step.
     pub h_prev: &'a [f32x8],
     /// Panels per row.
     pub panels: usize,
@@ -37,13 +41,19 @@ pub struct StepInputs<'a> {
 impl StepInputs<'_> {
     #[inline(always)]
     fn projected(&self, row: usize, panel: usize, gate: usize) -> f32x8 {
-        self.projection[(row * self.panels + panel) * self.gates + gate]
+        self.projection[((row - self.first_row) * self.panels + panel) * self.gates + gate]
     }
 
     #[inline(always)]
+    fn is_active(&self, row: usize) -> bool {
+        self.active[row - self.first_row]
+    }
+
+    /// The index of (`row`, `panel`) in the buffers that hold every row, and its state.
+    #[inline(always)]
     fn state(&self, row: usize, panel: usize) -> (usize, f32x8) {
         let index = row * self.panels + panel;
-        (index, self.h_prev[index])
+        (index, self.h_prev[index - self.first_row * self.panels])
     }
 }
 
@@ -76,7 +86,7 @@ impl TileEpilogue<3> for GruResetAfter<'_> {
     #[inline(always)]
     fn finish(&self, row: usize, panel: usize, [r, z, hn]: [f32x8; 3]) {
         let (index, h) = self.step.state(row, panel);
-        let h_new = if self.step.active[row] {
+        let h_new = if self.step.is_active(row) {
             let n = tanh(sigmoid(r).mul_add(hn, self.step.projected(row, panel, 2)));
             blend(sigmoid(z), n, h)
         } else {
@@ -123,7 +133,7 @@ impl TileEpilogue<2> for GruResetBeforeGates<'_> {
 pub struct GruResetBeforeCandidate<'a> {
     /// The step's inputs.
     pub step: StepInputs<'a>,
-    /// `z` from the first half.
+    /// `z` from the first half, of rows `step.first_row..`.
     pub z: &'a [f32x8],
     /// Where the new state goes.
     pub h_next: &'a SharedVectors,
@@ -138,8 +148,12 @@ impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
     #[inline(always)]
     fn finish(&self, row: usize, panel: usize, [n]: [f32x8; 1]) {
         let (index, h) = self.step.state(row, panel);
-        let h_new = if self.step.active[row] {
-            blend(self.z[index], tanh(n), h)
+        let h_new = if self.step.is_active(row) {
+            blend(
+                self.z[index - self.step.first_row * self.step.panels],
+                tanh(n),
+                h,
+            )
         } else {
             h
         };
@@ -206,7 +220,7 @@ impl TileEpilogue<2> for LstmCell<'_> {
     #[inline(always)]
     fn finish(&self, row: usize, panel: usize, [g, o]: [f32x8; 2]) {
         let (index, h) = self.step.state(row, panel);
-        if !self.step.active[row] {
+        if !self.step.is_active(row) {
             // SAFETY: one writer per (row, panel), read after the barrier.
             unsafe { self.h_next.write(index, h) };
             return;
@@ -306,6 +320,7 @@ mod tests {
             step: StepInputs {
                 projection: &projection,
                 active: &[true],
+                first_row: 0,
                 h_prev: &[h],
                 panels: 1,
                 gates: 3,
@@ -349,6 +364,7 @@ mod tests {
         let step = StepInputs {
             projection: &projection,
             active: &[true, false],
+            first_row: 0,
             h_prev: &h_prev,
             panels: 1,
             gates: 4,
@@ -396,6 +412,7 @@ mod tests {
         let step = StepInputs {
             projection: &projection,
             active: &[true],
+            first_row: 0,
             h_prev: &[h],
             panels: 1,
             gates: 3,

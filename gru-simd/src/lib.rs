@@ -10,11 +10,13 @@
 //! - [`sequence`]: the driver over layers, directions and chunks of time ([`SimdModel`]);
 //! - [`stream`]: one step at a time with the state carried ([`Stream`]);
 //! - [`threading`]: the worker pool, the barrier, and how work is split;
+//! - [`balance`]: how a large batch's rows follow the workers' measured speeds;
 //! - [`activation`]: vectorized sigmoid and tanh, with their accuracy measurement;
 //! - [`simd_level()`](simd_level()): the instruction set this build targets and what the CPU
 //!   offers.
 
 pub mod activation;
+pub mod balance;
 pub mod epilogue;
 pub mod microkernel;
 pub mod packing;

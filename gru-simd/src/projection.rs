@@ -81,6 +81,8 @@ fn project_pack<
         first_gate,
         out,
     };
+    // `run_tiles` takes the inputs from the first row on (empty when there are no rows).
+    let x = x.get(rows.start * x_stride..).unwrap_or_default();
     run_tiles::<G, ROWS, PANELS, PAIR_PANELS, _>(
         &epilogue,
         PanelWeights::input(pack),

@@ -4,6 +4,8 @@
 
 use std::ops::Range;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use gru_core::{
     Cell, Direction, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
@@ -11,6 +13,7 @@ use gru_core::{
 };
 use wide::f32x8;
 
+use crate::balance::RowBalance;
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
@@ -23,6 +26,9 @@ const CHUNK_VECTORS: usize = 1 << 15;
 
 /// Rows per worker below which the batch is not split by rows.
 const MIN_ROWS_PER_WORKER: usize = 4;
+
+/// Rows move between workers in pairs: a pair still streams each weight once for two rows.
+const ROW_GRANULE: usize = 2;
 
 /// A model packed for the SIMD kernels: GRU (both variants) or LSTM, any number of layers, one
 /// or two directions. Implements [`RecurrentKernel`]; see also [`SimdModel::stream`].
@@ -158,7 +164,8 @@ impl SimdModel {
     /// with the sequence length.
     pub fn workspace_bytes(&self) -> usize {
         let ws = &self.workspace;
-        ws.groups.iter().map(RowGroup::bytes).sum::<usize>()
+        ws.state.as_ref().map_or(0, BatchState::bytes)
+            + ws.chunks.iter().map(ChunkBuffers::bytes).sum::<usize>()
             + (ws.between[0].capacity() + ws.between[1].capacity()) * 4
     }
 
@@ -262,54 +269,42 @@ impl RecurrentKernel for SimdModel {
 /// Buffers kept between calls, grown to the largest shape seen.
 #[derive(Debug, Default)]
 struct Workspace {
-    /// The state and chunk buffers of each group of rows.
-    groups: Vec<RowGroup>,
+    /// The state of every row.
+    state: Option<BatchState>,
+    /// Each worker's buffers for one chunk of steps (split by panels, only the first is used).
+    chunks: Vec<Mutex<ChunkBuffers>>,
     /// Outputs of the layers before the last, time-major.
     between: [Vec<f32>; 2],
 }
 
-/// Rows whose state lives together: all rows (split by panels over workers), or one worker's
-/// rows (split by rows).
+/// The state of every row of the batch, whichever worker steps it.
 #[derive(Debug)]
-struct RowGroup {
-    rows: Range<usize>,
+struct BatchState {
     /// `h`, double-buffered: step `s` reads slot `s % 2` and writes the other.
     h: [SharedVectors; 2],
     scratch: CellScratch,
-    /// The inputs and projection of the current chunk of steps. Split by rows, the group's own
-    /// worker holds the lock for the whole run; split by panels, the caller fills it between
-    /// runs and the workers only read it.
-    chunk: Mutex<ChunkBuffers>,
 }
 
-impl RowGroup {
-    fn new(layer: &PackedLayer, rows: Range<usize>) -> Self {
-        let len = rows.len() * layer.panels();
+impl BatchState {
+    fn new(layer: &PackedLayer, batch: usize) -> Self {
+        let len = batch * layer.panels();
         Self {
             h: [SharedVectors::zeros(len), SharedVectors::zeros(len)],
-            scratch: CellScratch::new(layer, rows.len()),
-            rows,
-            chunk: Mutex::new(ChunkBuffers::default()),
+            scratch: CellScratch::new(layer, batch),
         }
     }
 
-    fn fits(&self, layer: &PackedLayer, rows: &Range<usize>) -> bool {
-        self.rows == *rows
-            && self.h[0].len() == rows.len() * layer.panels()
-            && self.scratch.fits(layer, rows.len())
+    fn fits(&self, layer: &PackedLayer, batch: usize) -> bool {
+        self.h[0].len() == batch * layer.panels() && self.scratch.fits(layer, batch)
     }
 
-    /// Vectors and bytes held.
+    /// Bytes held.
     fn bytes(&self) -> usize {
-        let chunk = self.chunk.lock().unwrap_or_else(|e| e.into_inner());
-        (self.h[0].len() * 2 + self.scratch.len() + chunk.projection.len())
-            * std::mem::size_of::<f32x8>()
-            + chunk.gathered.capacity() * 4
-            + chunk.active.capacity()
+        (self.h[0].len() * 2 + self.scratch.len()) * std::mem::size_of::<f32x8>()
     }
 }
 
-/// One chunk of steps of a group's rows, in step order (`[n·rows, ·]`).
+/// One chunk of steps of a range of rows, in step order (`[n·rows, ·]`).
 #[derive(Debug)]
 struct ChunkBuffers {
     /// The inputs, `I` floats per (step, row), zeros past a row's length.
@@ -318,6 +313,16 @@ struct ChunkBuffers {
     active: Vec<bool>,
     /// The projection, `G·panels` vectors per (step, row).
     projection: SharedVectors,
+}
+
+impl ChunkBuffers {
+    /// Bytes held.
+    fn bytes(mutex: &Mutex<Self>) -> usize {
+        let chunk = mutex.lock().unwrap_or_else(|e| e.into_inner());
+        chunk.projection.len() * std::mem::size_of::<f32x8>()
+            + chunk.gathered.capacity() * 4
+            + chunk.active.capacity()
+    }
 }
 
 impl Default for ChunkBuffers {
@@ -361,9 +366,9 @@ impl DirectionRun<'_> {
         }
     }
 
-    /// Steps the rows need: the longest of their lengths.
-    fn steps(&self, rows: &Range<usize>) -> usize {
-        rows.clone()
+    /// Steps the batch needs: the longest of its rows' lengths.
+    fn steps(&self) -> usize {
+        (0..self.input.batch)
             .map(|b| self.input.valid_len(b))
             .max()
             .unwrap_or(0)
@@ -385,89 +390,70 @@ impl DirectionRun<'_> {
         let layer = self.layer;
         let (batch, hidden, panels) = (self.input.batch, layer.hidden_size(), layer.panels());
         let threads = self.workers.threads();
-        let split_rows = threads > 1 && batch >= MIN_ROWS_PER_WORKER * threads;
-        let group_rows: Vec<Range<usize>> = if split_rows {
-            (0..threads).map(|w| share(batch, threads, w, 1)).collect()
-        } else {
-            std::iter::once(0..batch).collect()
-        };
-        let fits = ws.groups.len() == group_rows.len()
-            && ws
-                .groups
-                .iter()
-                .zip(&group_rows)
-                .all(|(g, r)| g.fits(layer, r));
-        if !fits {
-            ws.groups = group_rows
-                .iter()
-                .map(|r| RowGroup::new(layer, r.clone()))
-                .collect();
+        if !ws.state.as_ref().is_some_and(|s| s.fits(layer, batch)) {
+            ws.state = Some(BatchState::new(layer, batch));
         }
-        for group in &mut ws.groups {
-            load_state(group.h[0].get_mut(), self.h0, &group.rows, hidden, panels);
-            load_state(
-                group.scratch.c.get_mut(),
-                self.c0,
-                &group.rows,
-                hidden,
-                panels,
-            );
+        let state = ws.state.as_mut().expect("just made");
+        ws.chunks.resize_with(threads, Mutex::default);
+        load_state(state.h[0].get_mut(), self.h0, batch, hidden, panels);
+        load_state(state.scratch.c.get_mut(), self.c0, batch, hidden, panels);
+
+        if threads > 1 && batch >= MIN_ROWS_PER_WORKER * threads {
+            self.run_split_by_rows(state, &ws.chunks, &dest);
+        } else {
+            let chunk = ws.chunks[0].get_mut().unwrap_or_else(|e| e.into_inner());
+            self.run_split_by_panels(state, chunk, &dest);
         }
 
-        if split_rows {
-            self.run_split_by_rows(&ws.groups, &dest);
-        } else {
-            self.run_split_by_panels(&mut ws.groups[0], &dest);
-        }
-
-        for group in &mut ws.groups {
-            let steps = self.steps(&group.rows);
-            store_state(
-                group.h[steps % 2].get_mut(),
-                h_n,
-                &group.rows,
-                hidden,
-                panels,
-            );
-        }
+        store_state(state.h[self.steps() % 2].get_mut(), h_n, hidden, panels);
         if let Some(c_n) = c_n {
-            for group in &mut ws.groups {
-                store_state(group.scratch.c.get_mut(), c_n, &group.rows, hidden, panels);
-            }
+            store_state(state.scratch.c.get_mut(), c_n, hidden, panels);
         }
     }
 
-    /// Large batches: each worker runs its own rows through the whole sequence, gathering,
-    /// projecting and stepping chunk by chunk, and never waits for another. Against a barrier
-    /// after each chunk's projection (medians of six alternating rounds, B = 64, 2 threads):
-    /// 165 → 179 GFLOP/s at I = H = 256, 180 → 188 at 512; the spread of the rounds narrowed
-    /// too, since a worker delayed by the host no longer holds the other up.
-    fn run_split_by_rows(&self, groups: &[RowGroup], dest: &Destination<'_>) {
+    /// Large batches: each worker gathers, projects and steps its own rows, chunk by chunk,
+    /// with no synchronisation inside a chunk (rows are independent sequences). At the end of
+    /// each chunk the workers meet, and the rows are split anew in proportion to how fast each
+    /// worker went ([`RowBalance`]): a worker slowed down by the host hands rows over to the
+    /// others instead of holding them up. Against an even split for the whole sequence (B = 64,
+    /// 2 threads, medians of six alternating rounds): GRU +11 % (I = H = 256), +15 % (512),
+    /// +18 % (1024); LSTM +1 %, +15 %, +24 %.
+    fn run_split_by_rows(
+        &self,
+        state: &BatchState,
+        chunks: &[Mutex<ChunkBuffers>],
+        dest: &Destination<'_>,
+    ) {
         let layer = self.layer;
-        let (panels, input_size) = (layer.panels(), layer.input_size());
+        let (batch, panels, input_size) = (self.input.batch, layer.panels(), layer.input_size());
         let width = layer.gates() * panels;
-        let budget = CHUNK_VECTORS / groups.len();
-        self.workers.run(&|worker, _barrier| {
-            let group = &groups[worker];
-            let mut chunk = group.chunk.lock().unwrap_or_else(|e| e.into_inner());
-            let rows = group.rows.len();
-            let steps = self.steps(&group.rows);
-            let chunk_len = self.chunk_len(rows, budget, steps);
-            for s0 in (0..steps).step_by(chunk_len) {
+        let threads = self.workers.threads();
+        let steps = self.steps();
+        let chunk_len = self.chunk_len(batch, CHUNK_VECTORS, steps);
+        // Nanoseconds each worker spent on its rows in the last chunks, by chunk parity: a
+        // worker overwrites a slot only two chunks later, after every worker has read it.
+        let busy: Vec<[AtomicU64; 2]> = (0..threads).map(|_| Default::default()).collect();
+        self.workers.run(&|worker, barrier| {
+            let mut chunk = chunks[worker].lock().unwrap_or_else(|e| e.into_inner());
+            let mut balance = RowBalance::even(batch, threads, ROW_GRANULE);
+            for (c, s0) in (0..steps).step_by(chunk_len).enumerate() {
                 let n = chunk_len.min(steps - s0);
-                self.fill_chunk(&mut chunk, &group.rows, s0, n);
+                let rows = balance.rows(worker);
+                let started = Instant::now();
+                self.fill_chunk(&mut chunk, &rows, s0, n);
                 project(
                     layer,
                     &chunk.gathered,
                     input_size,
                     &chunk.projection,
-                    0..n * rows,
+                    0..n * rows.len(),
                     0..panels,
                 );
-                // SAFETY: only this worker touches its group's chunk, and its writes are done.
-                let projection = unsafe { chunk.projection.read(0..n * rows * width) };
+                // SAFETY: only this worker touches its chunk buffers, and its writes are done.
+                let projection = unsafe { chunk.projection.read(0..n * rows.len() * width) };
                 self.step_chunk(
-                    group,
+                    state,
+                    rows,
                     projection,
                     &chunk.active,
                     s0,
@@ -475,6 +461,11 @@ impl DirectionRun<'_> {
                     dest,
                     &|| {},
                 );
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                busy[worker][c % 2].store(nanos, Ordering::Relaxed);
+                // Also the end of this split: the next chunk may give these rows to others.
+                barrier.wait();
+                balance.rebalance(|w| busy[w][c % 2].load(Ordering::Relaxed) as f64 * 1e-9);
             }
         });
     }
@@ -482,24 +473,21 @@ impl DirectionRun<'_> {
     /// Small batches: all workers on all rows, each its own panels (weight-stationary); the
     /// caller gathers each chunk, the workers project their panels of it, then meet at a
     /// barrier after every step.
-    fn run_split_by_panels(&self, group: &mut RowGroup, dest: &Destination<'_>) {
+    fn run_split_by_panels(
+        &self,
+        state: &BatchState,
+        chunk: &mut ChunkBuffers,
+        dest: &Destination<'_>,
+    ) {
         let layer = self.layer;
         let (batch, panels, input_size) = (self.input.batch, layer.panels(), layer.input_size());
         let width = layer.gates() * panels;
         let threads = self.workers.threads();
-        let steps = self.steps(&group.rows);
+        let steps = self.steps();
         let chunk_len = self.chunk_len(batch, CHUNK_VECTORS, steps);
         for s0 in (0..steps).step_by(chunk_len) {
             let n = chunk_len.min(steps - s0);
-            let rows = group.rows.clone();
-            self.fill_chunk(
-                group.chunk.get_mut().unwrap_or_else(|e| e.into_inner()),
-                &rows,
-                s0,
-                n,
-            );
-            let group = &*group;
-            let chunk = group.chunk.lock().unwrap_or_else(|e| e.into_inner());
+            self.fill_chunk(chunk, &(0..batch), s0, n);
             let chunk = &*chunk;
             self.workers.run(&|worker, barrier| {
                 let own_panels = share(panels, threads, worker, 1);
@@ -517,7 +505,8 @@ impl DirectionRun<'_> {
                 let projection = unsafe { chunk.projection.read(0..n * batch * width) };
                 let sync = || barrier.wait();
                 self.step_chunk(
-                    group,
+                    state,
+                    0..batch,
                     projection,
                     &chunk.active,
                     s0,
@@ -529,12 +518,13 @@ impl DirectionRun<'_> {
         }
     }
 
-    /// The steps `s0..` of one chunk, one after the other: `projection` and `active` hold
-    /// the chunk's (step, row) entries in step order, `group.rows.len()` rows per step.
+    /// The steps `s0..` of one chunk of `rows`, one after the other: `projection` and `active`
+    /// hold the chunk's (step, row) entries of those rows in step order.
     #[allow(clippy::too_many_arguments)]
     fn step_chunk(
         &self,
-        group: &RowGroup,
+        state: &BatchState,
+        rows: Range<usize>,
         projection: &[f32x8],
         active: &[bool],
         s0: usize,
@@ -542,12 +532,13 @@ impl DirectionRun<'_> {
         dest: &Destination<'_>,
         sync: &dyn Fn(),
     ) {
-        let rows = group.rows.len();
+        let count = rows.len();
         let width = self.layer.gates() * self.layer.panels();
-        for (i, step_active) in active.chunks_exact(rows.max(1)).enumerate() {
-            let step_projection = &projection[i * rows * width..(i + 1) * rows * width];
+        for (i, step_active) in active.chunks_exact(count.max(1)).enumerate() {
+            let step_projection = &projection[i * count * width..(i + 1) * count * width];
             self.step(
-                group,
+                state,
+                rows.clone(),
                 step_projection,
                 step_active,
                 s0 + i,
@@ -558,13 +549,15 @@ impl DirectionRun<'_> {
         }
     }
 
-    /// Step `s` of `group`'s rows over `panels`: the recurrent product and epilogue, then the
-    /// new state of those rows and panels to the output. `sync` is called inside a
-    /// reset-before step and at the end; with panels split over workers it must be a barrier.
+    /// Step `s` of `rows × panels`: the recurrent product and epilogue, then the new state of
+    /// those rows and panels to the output. `projection` and `active` hold those rows' entries.
+    /// `sync` is called inside a reset-before step and at the end; with panels split over
+    /// workers it must be a barrier.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
-        group: &RowGroup,
+        state: &BatchState,
+        rows: Range<usize>,
         projection: &[f32x8],
         active: &[bool],
         s: usize,
@@ -574,28 +567,30 @@ impl DirectionRun<'_> {
     ) {
         let layer = self.layer;
         let (hidden, all_panels) = (layer.hidden_size(), layer.panels());
-        let rows = group.rows.clone();
         let units = (panels.start * LANES).min(hidden)..(panels.end * LANES).min(hidden);
-        let (prev, next) = (&group.h[s % 2], &group.h[(s + 1) % 2]);
-        // SAFETY: `prev` was completed before this step began: by the previous step of this
-        // worker (rows split) or before the barrier that ended the previous step (panels
-        // split); this step writes only `next`.
-        let h_prev = unsafe { prev.read(0..prev.len()) };
+        let (prev, next) = (&state.h[s % 2], &state.h[(s + 1) % 2]);
+        // SAFETY: these rows of `prev` were completed before this step began, by the previous
+        // step of this worker (rows split: its rows stay its own for the whole chunk, and the
+        // barrier that ended the last chunk orders the steps of whoever had them before) or
+        // before the barrier that ended the previous step (panels split). Nobody writes them
+        // during this step: this step writes `next`, and a worker on other rows that is a step
+        // ahead or behind writes only its own rows.
+        let h_prev = unsafe { prev.read(rows.start * all_panels..rows.end * all_panels) };
         recurrent_step(
             layer,
-            &group.scratch,
+            &state.scratch,
             projection,
             active,
             h_prev,
             next,
-            0..rows.len(),
+            rows.clone(),
             panels.clone(),
             sync,
         );
         // This worker's rows and units of the new state, to the output.
-        for (rel, b) in rows.enumerate() {
+        for b in rows {
             if s < self.input.valid_len(b) && !units.is_empty() {
-                let own = rel * all_panels + panels.start..rel * all_panels + panels.end;
+                let own = b * all_panels + panels.start..b * all_panels + panels.end;
                 // SAFETY: these vectors were written by this worker in this step (its rows or
                 // its panels); no one else touches them until the next barrier.
                 let state: &[f32] = wide::bytemuck::cast_slice(unsafe { next.read(own) });
@@ -640,35 +635,28 @@ impl DirectionRun<'_> {
     }
 }
 
-/// Writes `rows` of a `[B, H]` state (zeros when absent) into padded `[rows, Hp]` vectors.
+/// Writes a `[B, H]` state (zeros when absent) into padded `[B, Hp]` vectors.
 fn load_state(
     dest: &mut [f32x8],
     source: Option<&[f32]>,
-    rows: &Range<usize>,
+    batch: usize,
     hidden: usize,
     panels: usize,
 ) {
     let dest: &mut [f32] = wide::bytemuck::cast_slice_mut(dest);
     dest.fill(0.0);
     if let Some(source) = source {
-        for (rel, b) in rows.clone().enumerate() {
-            dest[rel * panels * LANES..][..hidden]
+        for b in 0..batch {
+            dest[b * panels * LANES..][..hidden]
                 .copy_from_slice(&source[b * hidden..(b + 1) * hidden]);
         }
     }
 }
 
-/// Copies padded `[rows, Hp]` vectors back into `rows` of a `[B, H]` state.
-fn store_state(
-    source: &mut [f32x8],
-    dest: &mut [f32],
-    rows: &Range<usize>,
-    hidden: usize,
-    panels: usize,
-) {
+/// Copies padded `[B, Hp]` vectors back into a `[B, H]` state.
+fn store_state(source: &mut [f32x8], dest: &mut [f32], hidden: usize, panels: usize) {
     let source: &[f32] = wide::bytemuck::cast_slice(source);
-    for (rel, b) in rows.clone().enumerate() {
-        dest[b * hidden..(b + 1) * hidden]
-            .copy_from_slice(&source[rel * panels * LANES..][..hidden]);
+    for (b, row) in dest.chunks_exact_mut(hidden.max(1)).enumerate() {
+        row.copy_from_slice(&source[b * panels * LANES..][..hidden]);
     }
 }

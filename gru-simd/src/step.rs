@@ -127,8 +127,10 @@ fn as_floats(h: &[f32x8]) -> &[f32] {
     wide::bytemuck::cast_slice(h)
 }
 
-/// Advances `rows × panels` of `layer` by one step: reads `h_prev` (all rows and panels; nobody
-/// writes it during the step), writes `h_next` (and `scratch`) for its own rows and panels.
+/// Advances `rows × panels` of `layer` by one step: reads `h_prev` (every panel of `rows`;
+/// nobody writes it during the step), writes `h_next` (and `scratch`) for its own rows and
+/// panels. `h_prev`, `projection` and `active` hold the entries of `rows` only, from
+/// `rows.start` on; `h_next` and `scratch` hold every row.
 /// `sync` is called between the two halves of a reset-before step; with panels split over
 /// workers it must be a barrier.
 #[allow(clippy::too_many_arguments)]
@@ -147,6 +149,7 @@ pub fn recurrent_step(
     let step = StepInputs {
         projection,
         active,
+        first_row: rows.start,
         h_prev,
         panels: layer.panels(),
         gates: layer.gates(),
@@ -183,12 +186,13 @@ pub fn recurrent_step(
                 panels.clone(),
             );
             sync();
-            // SAFETY: the first half wrote `z` and `r ⊙ h` before `sync`; nobody writes them
-            // again until the barrier that ends this step.
+            // SAFETY: the first half wrote `z` and `r ⊙ h` of these rows before `sync`; nobody
+            // writes them again until the barrier that ends this step.
+            let own_rows = rows.start * layer.panels()..rows.end * layer.panels();
             let (z, reset_state) = unsafe {
                 (
-                    scratch.z.read(0..scratch.z.len()),
-                    scratch.reset_state.read(0..scratch.reset_state.len()),
+                    scratch.z.read(own_rows.clone()),
+                    scratch.reset_state.read(own_rows),
                 )
             };
             let candidate = GruResetBeforeCandidate { step, z, h_next };

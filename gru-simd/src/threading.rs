@@ -2,8 +2,9 @@
 //! synchronisation, and the shared state buffers the workers write between barriers.
 //!
 //! Two ways to split a step (chosen per call in [`crate::sequence`]):
-//! - **batch rows**, for large batches: each worker owns whole rows for the whole sequence
-//!   (their inputs, projection and state), so the workers never synchronise;
+//! - **batch rows**, for large batches: each worker gathers, projects and steps its own rows
+//!   with no synchronisation inside a chunk of steps; between chunks the rows are split anew
+//!   by each worker's measured speed ([`crate::balance`]);
 //! - **hidden units** (panels), for small batches down to 1: each worker owns a contiguous range
 //!   of panels and so keeps its slices of the packed `W_ih` and `W_hh` hot in its own core's
 //!   cache across steps (weight-stationary); a step ends with one barrier, since the next step

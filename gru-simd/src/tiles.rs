@@ -106,7 +106,8 @@ fn rows_of<'x, const MR: usize>(
     inputs
 }
 
-/// Runs every tile of `rows × panels`. Row `r`'s input is `inputs[r·input_stride..]`.
+/// Runs every tile of `rows × panels`. Row `r`'s input is
+/// `inputs[(r − rows.start)·input_stride..]`: `inputs` starts at the first row.
 ///
 /// Blocks of `ROWS` rows go panel by panel, so one panel's weights stay in cache while every
 /// block uses them. Rows left over (all of them at batch 1) go in pairs with `PAIR_PANELS`
@@ -128,7 +129,11 @@ pub fn run_tiles<
     rows: Range<usize>,
     panels: Range<usize>,
 ) {
-    let row_of = |r: usize| &inputs[r * input_stride..r * input_stride + weights.k_len];
+    let first = rows.start;
+    let row_of = |r: usize| {
+        let start = (r - first) * input_stride;
+        &inputs[start..start + weights.k_len]
+    };
     let blocked_end = rows.start + rows.len() / ROWS * ROWS;
     for p in panels.clone() {
         for first in (rows.start..blocked_end).step_by(ROWS) {
