@@ -1,12 +1,13 @@
-//! Load balancing for batches split by rows: the workers' shares of the rows follow how fast
-//! each worker went over the last chunks of steps.
+//! Load balancing: each worker's share of the rows (large batches) or of the panels (small
+//! ones) follows how fast it went lately.
 //!
 //! The cores of a shared machine do not run at the same speed, and which one is slower changes
 //! from second to second. Measured on this project's 2-vCPU machine, B = 64, I = H = 512, rows
 //! split evenly: the two workers' times for one call differed by up to 1.88× (11 calls:
 //! 0.89–1.88), so the call took as long as the slower half. Rows are independent sequences, so
-//! they can move between workers at any chunk boundary; the state of every row lives in one
-//! buffer, and moving a row costs nothing.
+//! they can move between workers at any chunk boundary (the state of every row lives in one
+//! buffer); panels can move at any step boundary, at the price of the moved panels' weights
+//! coming from the other core's cache once.
 
 use std::ops::Range;
 
@@ -17,52 +18,54 @@ use crate::threading::share;
 /// split.
 const NEWEST_WEIGHT: f64 = 0.5;
 
-/// The rows `0..rows` split over workers in contiguous ranges of whole `granule`s (the last
-/// range takes any remainder), each worker's range proportional to its estimated speed.
+/// The items `0..len` (rows or panels) split over workers in contiguous ranges of whole
+/// `granule`s (the last range takes any remainder), each worker's range proportional to its
+/// estimated speed.
 ///
 /// Every worker keeps its own copy and updates it with the same timings in the same order, so
 /// all copies agree without talking to each other.
 #[derive(Clone, Debug)]
-pub struct RowBalance {
-    rows: usize,
+pub struct Balance {
+    len: usize,
     granule: usize,
-    /// Worker `w` has rows `bounds[w]..bounds[w + 1]`.
+    /// Worker `w` has items `bounds[w]..bounds[w + 1]`.
     bounds: Vec<usize>,
-    /// Rows per second of each worker, smoothed; `None` before its first measurement.
+    /// Items per second of each worker, smoothed; `None` before its first measurement.
     speed: Vec<Option<f64>>,
 }
 
-impl RowBalance {
-    /// An even split of `rows` over `workers`.
-    pub fn even(rows: usize, workers: usize, granule: usize) -> Self {
+impl Balance {
+    /// An even split of `len` items over `workers`.
+    pub fn even(len: usize, workers: usize, granule: usize) -> Self {
         let workers = workers.max(1);
         let granule = granule.max(1);
         let mut bounds: Vec<usize> = (0..workers)
-            .map(|w| share(rows, workers, w, granule).start)
+            .map(|w| share(len, workers, w, granule).start)
             .collect();
-        bounds.push(rows);
+        bounds.push(len);
         Self {
-            rows,
+            len,
             granule,
             bounds,
             speed: vec![None; workers],
         }
     }
 
-    /// The rows of `worker`.
-    pub fn rows(&self, worker: usize) -> Range<usize> {
+    /// The items of `worker`.
+    pub fn part(&self, worker: usize) -> Range<usize> {
         self.bounds[worker]..self.bounds[worker + 1]
     }
 
-    /// Takes the seconds each worker spent on its rows in the last chunk, and moves the bounds
-    /// so that, at the estimated speeds, every worker would take the same time. Every worker
-    /// with rows to spare keeps at least one granule, so that its speed is still measured.
+    /// Takes the seconds each worker spent on its items since the last call, and moves the
+    /// bounds so that, at the estimated speeds, every worker would take the same time. Every
+    /// worker keeps at least one granule while there are enough, so that its speed is still
+    /// measured.
     pub fn rebalance(&mut self, seconds: impl Fn(usize) -> f64) {
         let workers = self.speed.len();
         for w in 0..workers {
-            let (rows, time) = (self.rows(w).len(), seconds(w));
-            if rows > 0 && time > 0.0 && time.is_finite() {
-                let newest = rows as f64 / time;
+            let (items, time) = (self.part(w).len(), seconds(w));
+            if items > 0 && time > 0.0 && time.is_finite() {
+                let newest = items as f64 / time;
                 self.speed[w] = Some(match self.speed[w] {
                     Some(old) => old + NEWEST_WEIGHT * (newest - old),
                     None => newest,
@@ -75,7 +78,7 @@ impl RowBalance {
         if total <= 0.0 {
             return;
         }
-        let granules = self.rows.div_ceil(self.granule);
+        let granules = self.len.div_ceil(self.granule);
         let reserve = usize::from(granules >= workers);
         let mut cumulative = 0.0;
         for w in 0..workers - 1 {
@@ -84,7 +87,7 @@ impl RowBalance {
             let lowest = self.bounds[w].div_ceil(self.granule) + reserve;
             let highest = granules.saturating_sub(reserve * (workers - 1 - w));
             let bound = ideal.clamp(lowest.min(highest), highest);
-            self.bounds[w + 1] = (bound * self.granule).min(self.rows);
+            self.bounds[w + 1] = (bound * self.granule).min(self.len);
         }
     }
 }
@@ -93,10 +96,10 @@ impl RowBalance {
 mod tests {
     use super::*;
 
-    fn assert_partition(balance: &RowBalance, rows: usize, workers: usize) {
+    fn assert_partition(balance: &Balance, rows: usize, workers: usize) {
         let mut next = 0;
         for w in 0..workers {
-            let range = balance.rows(w);
+            let range = balance.part(w);
             assert_eq!(range.start, next, "{balance:?}");
             next = range.end;
         }
@@ -105,31 +108,31 @@ mod tests {
 
     #[test]
     fn starts_even() {
-        let balance = RowBalance::even(64, 2, 2);
-        assert_eq!((balance.rows(0), balance.rows(1)), (0..32, 32..64));
-        let balance = RowBalance::even(9, 3, 2);
+        let balance = Balance::even(64, 2, 2);
+        assert_eq!((balance.part(0), balance.part(1)), (0..32, 32..64));
+        let balance = Balance::even(9, 3, 2);
         assert_partition(&balance, 9, 3);
     }
 
     #[test]
     fn the_faster_worker_gets_more_rows() {
-        let mut balance = RowBalance::even(64, 2, 2);
+        let mut balance = Balance::even(64, 2, 2);
         // Worker 1 took twice as long for the same rows: it is half as fast.
         balance.rebalance(|w| [1.0, 2.0][w]);
         assert_partition(&balance, 64, 2);
-        assert_eq!(balance.rows(0).len(), 42, "{balance:?}");
+        assert_eq!(balance.part(0).len(), 42, "{balance:?}");
         // At the new split both take about the same time at the same speeds (32 and 16 rows
         // per second): the split stays.
         let seconds = [42.0 / 32.0, 22.0 / 16.0];
         balance.rebalance(|w| seconds[w]);
-        assert_eq!(balance.rows(0).len(), 42, "{balance:?}");
+        assert_eq!(balance.part(0).len(), 42, "{balance:?}");
     }
 
     #[test]
     fn every_worker_keeps_a_granule_and_the_ranges_stay_a_partition() {
         for workers in 1..=4 {
             for rows in [1, 2, 7, 8, 9, 64, 65] {
-                let mut balance = RowBalance::even(rows, workers, 2);
+                let mut balance = Balance::even(rows, workers, 2);
                 assert_partition(&balance, rows, workers);
                 for round in 0..6 {
                     // One worker a thousand times slower than the others, in turn.
@@ -137,7 +140,7 @@ mod tests {
                     assert_partition(&balance, rows, workers);
                     if rows.div_ceil(2) >= workers {
                         for w in 0..workers {
-                            assert!(!balance.rows(w).is_empty(), "{balance:?}");
+                            assert!(!balance.part(w).is_empty(), "{balance:?}");
                         }
                     }
                 }
@@ -147,9 +150,9 @@ mod tests {
 
     #[test]
     fn timings_without_information_change_nothing() {
-        let mut balance = RowBalance::even(64, 2, 2);
+        let mut balance = Balance::even(64, 2, 2);
         balance.rebalance(|_| 0.0);
         balance.rebalance(|_| f64::NAN);
-        assert_eq!((balance.rows(0), balance.rows(1)), (0..32, 32..64));
+        assert_eq!((balance.part(0), balance.part(1)), (0..32, 32..64));
     }
 }

@@ -200,32 +200,38 @@ fn results_are_bitwise_identical_for_every_thread_count() {
 }
 
 #[test]
-fn rows_that_move_between_workers_keep_their_results() {
-    // A batch split by rows over several chunks of steps (16–21 steps per chunk here): between
-    // chunks the rows are split anew by how fast each worker went, so rows change workers
-    // mid-sequence whenever the workers' timings differ. Ragged lengths, so that rows end
-    // while others go on. Every thread count must give the one-thread bits.
+fn work_that_moves_between_workers_keeps_its_results() {
+    // Work is split anew by how fast each worker went: a large batch's rows between chunks of
+    // steps (B = 64 here: 16–21 steps per chunk), a small batch's panels every eight steps
+    // (B = 1, 3). So rows and panels change workers mid-sequence whenever the workers'
+    // timings differ. Ragged lengths, so that rows end while others go on. Every thread count
+    // must give the one-thread bits.
     for (k, &cell) in CELLS.iter().enumerate() {
         let model = random_model(cell, 19, 64, 1, false, true, 60 + k as u64);
-        let mut values = Values::new(61);
-        let (t, b) = (60, 64);
-        let x = values.vec(t * b * 19, 3.0);
-        let lengths: Vec<usize> = (0..b).map(|i| t - (i * 7) % 40).collect();
-        let input = SequenceInput::new(&x, t, b).lengths(&lengths);
-        let bits = |out: &SequenceOutput| {
-            let all = out
-                .output
-                .iter()
-                .chain(&out.h_n)
-                .chain(out.c_n.iter().flatten());
-            all.map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        let one = bits(&SimdModel::new(&model).unwrap().forward(&input).unwrap());
-        for threads in [2, 3] {
-            let mut simd = SimdModel::with_threads(&model, available(threads)).unwrap();
-            for call in 0..2 {
-                let out = simd.forward(&input).unwrap();
-                assert!(bits(&out) == one, "{cell:?} threads {threads} call {call}");
+        for b in [1, 3, 64] {
+            let mut values = Values::new(61);
+            let t = 60;
+            let x = values.vec(t * b * 19, 3.0);
+            let lengths: Vec<usize> = (0..b).map(|i| t - (i * 7) % 40).collect();
+            let input = SequenceInput::new(&x, t, b).lengths(&lengths);
+            let bits = |out: &SequenceOutput| {
+                let all = out
+                    .output
+                    .iter()
+                    .chain(&out.h_n)
+                    .chain(out.c_n.iter().flatten());
+                all.map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let one = bits(&SimdModel::new(&model).unwrap().forward(&input).unwrap());
+            for threads in [2, 3] {
+                let mut simd = SimdModel::with_threads(&model, available(threads)).unwrap();
+                for call in 0..2 {
+                    let out = simd.forward(&input).unwrap();
+                    assert!(
+                        bits(&out) == one,
+                        "{cell:?} B={b} threads {threads} call {call}"
+                    );
+                }
             }
         }
     }
