@@ -522,10 +522,13 @@ impl DirectionRun<'_> {
                 let projection = unsafe { chunk.projection.read(0..n * batch * width) };
                 let segment_start = std::cell::Cell::new(Instant::now());
                 let busy_time = std::cell::Cell::new(Duration::ZERO);
+                // One worker has nothing to balance: no clock reads on its steps.
                 let sync = || {
-                    busy_time.set(busy_time.get() + segment_start.get().elapsed());
-                    barrier.wait();
-                    segment_start.set(Instant::now());
+                    if threads > 1 {
+                        busy_time.set(busy_time.get() + segment_start.get().elapsed());
+                        barrier.wait();
+                        segment_start.set(Instant::now());
+                    }
                 };
                 for (i, step_active) in chunk.active.chunks_exact(batch).enumerate() {
                     let s = s0 + i;
