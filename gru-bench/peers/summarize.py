@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Merges JSON lines from repeated, interleaved runs of `gru bench --json` and peers.py into one
-Markdown table: per (cell, shape), the median over runs of each kernel's GFLOP/s, and our
-ratio to the fastest peer: the ratio of those medians, then the lowest and highest ratio of
-any one round (a file name ending in `_N.jsonl` is round N). Timings on a shared machine drift
-between runs; the median of a few interleaved runs is steadier than any one run, and the
-range shows how far one round can stray.
+Markdown table: per (cell, shape), the median over runs of each kernel's GFLOP/s (or time
+per step), and our ratio to the fastest peer: the median over rounds of that round's ratio
+(a file name ending in `_N.jsonl` is round N), then the lowest and highest ratio of any one
+round. Within a round both sides of a ratio were measured seconds apart, so a round's ratio is
+steadier than the ratio of two medians taken from different rounds on a machine whose speed
+drifts. Without round numbers, the ratio is that of the medians.
 
     python3 gru-bench/peers/summarize.py runs/*.jsonl
 """
@@ -42,7 +43,7 @@ def main():
                 seconds[kernel] = statistics.median(samples)
                 s = seconds[kernel]
                 text = f"{s * 1e6:.1f} µs" if mode == "step" else f"{flops / s / 1e9:.0f} GFLOP/s"
-                cells.append(f"{text} ({len(samples)} runs)" if len(samples) != 3 else text)
+                cells.append(text)
             else:
                 cells.append("")
         peers = [seconds[k] for k in ("onnxruntime", "pytorch") if k in seconds]
@@ -53,7 +54,7 @@ def main():
             if "simd" in r and ("onnxruntime" in r or "pytorch" in r)
         ]
         if ratio and len(per_round) > 1:
-            ratio += f" ({min(per_round):.2f}–{max(per_round):.2f})"
+            ratio = f"{statistics.median(per_round):.2f}× ({min(per_round):.2f}–{max(per_round):.2f})"
         print(f"| {cell} | {mode} | {b}:{t}:{i}:{h} | {threads} | " + " | ".join(cells) + f" | {ratio} |")
 
 

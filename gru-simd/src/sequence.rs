@@ -19,9 +19,10 @@ use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
 use crate::threading::{SharedSlice, SharedVectors, Workers};
 
-/// Upper bound on the projection buffer of one chunk, in vectors (1 MiB): memory stays bounded
-/// for any sequence length, the buffer stays in cache, and a chunk still has rows enough for
-/// the projection's row tiles to reuse each panel of `W_ih` many times.
+/// Upper bound on the projection of one chunk of steps, all rows together, in vectors (1 MiB):
+/// memory stays bounded for any sequence length, the buffer stays in cache, and a chunk still
+/// has rows enough for the projection's row tiles to reuse each panel of `W_ih` many times.
+/// (Split by rows, each worker's buffer keeps the size of the largest share it has had.)
 const CHUNK_VECTORS: usize = 1 << 15;
 
 /// Rows per worker below which the batch is not split by rows.
@@ -455,7 +456,7 @@ impl DirectionRun<'_> {
                 // SAFETY: only this worker touches its chunk buffers, and its writes are done.
                 let projection = unsafe { chunk.projection.read(0..n * rows.len() * width) };
                 let count = rows.len();
-                for (i, step_active) in chunk.active.chunks_exact(count).enumerate() {
+                for (i, step_active) in chunk.active.chunks_exact(count.max(1)).enumerate() {
                     self.step(
                         state,
                         rows.clone(),

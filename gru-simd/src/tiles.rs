@@ -129,9 +129,9 @@ pub fn run_tiles<
     rows: Range<usize>,
     panels: Range<usize>,
 ) {
-    let first = rows.start;
+    let first_row = rows.start;
     let row_of = |r: usize| {
-        let start = (r - first) * input_stride;
+        let start = (r - first_row) * input_stride;
         &inputs[start..start + weights.k_len]
     };
     let blocked_end = rows.start + rows.len() / ROWS * ROWS;
