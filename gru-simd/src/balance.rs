@@ -9,9 +9,11 @@
 //! buffer); panels can move at any step boundary, at the price of the moved panels' weights
 //! coming from the other core's cache once.
 
+use std::cell::Cell;
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
-use crate::threading::share;
+use crate::threading::{SpinBarrier, share};
 
 /// Weight of the newest chunk's speed in the running estimate: recent enough to follow a core
 /// that slows down within a call, smooth enough that one interrupted chunk does not swing the
@@ -92,6 +94,38 @@ impl Balance {
     }
 }
 
+/// The time one worker spends outside barriers: what [`Balance::rebalance`] needs, since
+/// time spent waiting for others says nothing about a worker's own speed.
+#[derive(Debug)]
+pub struct BusyClock {
+    since: Cell<Instant>,
+    busy: Cell<Duration>,
+}
+
+impl BusyClock {
+    /// A clock that counts from now.
+    pub fn start() -> Self {
+        Self {
+            since: Cell::new(Instant::now()),
+            busy: Cell::new(Duration::ZERO),
+        }
+    }
+
+    /// Waits at `barrier` without counting the wait.
+    pub fn wait(&self, barrier: &SpinBarrier) {
+        self.busy.set(self.busy.get() + self.since.get().elapsed());
+        barrier.wait();
+        self.since.set(Instant::now());
+    }
+
+    /// The time counted so far, in whole nanoseconds; counting starts again from zero.
+    pub fn take_nanos(&self) -> u64 {
+        let now = Instant::now();
+        let busy = self.busy.take() + (now - self.since.replace(now));
+        u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +188,24 @@ mod tests {
         balance.rebalance(|_| 0.0);
         balance.rebalance(|_| f64::NAN);
         assert_eq!((balance.part(0), balance.part(1)), (0..32, 32..64));
+    }
+
+    #[test]
+    fn busy_clock_counts_work_and_leaves_out_waits() {
+        let barrier = SpinBarrier::new(2);
+        std::thread::scope(|scope| {
+            // The other party arrives 50 ms late: this worker waits that long.
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                barrier.wait();
+            });
+            let clock = BusyClock::start();
+            std::thread::sleep(Duration::from_millis(5));
+            clock.wait(&barrier);
+            let busy = clock.take_nanos();
+            assert!((5_000_000..45_000_000).contains(&busy), "{busy} ns");
+            // Taking restarts the count.
+            assert!(clock.take_nanos() < busy);
+        });
     }
 }

@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gru_core::{
     Cell, Direction, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
@@ -13,7 +13,7 @@ use gru_core::{
 };
 use wide::f32x8;
 
-use crate::balance::Balance;
+use crate::balance::{Balance, BusyClock};
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
@@ -31,8 +31,8 @@ const MIN_ROWS_PER_WORKER: usize = 4;
 /// Rows move between workers in pairs: a pair still streams each weight once for two rows.
 const ROW_GRANULE: usize = 2;
 
-/// Steps between two splits of the panels at small batches.
-const REBALANCE_STEPS: usize = 8;
+/// Steps between two splits of the panels at small batches (and in a stream).
+pub(crate) const REBALANCE_STEPS: usize = 8;
 
 /// A model packed for the SIMD kernels: GRU (both variants) or LSTM, any number of layers, one
 /// or two directions. Implements [`RecurrentKernel`]; see also [`SimdModel::stream`].
@@ -468,7 +468,8 @@ impl DirectionRun<'_> {
                         &|| {},
                     );
                 }
-                busy[worker][c % 2].store(nanos(started.elapsed()), Ordering::Relaxed);
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                busy[worker][c % 2].store(nanos, Ordering::Relaxed);
                 // Also the end of this split: the next chunk may give these rows to others.
                 barrier.wait();
                 balance.rebalance(|w| busy[w][c % 2].load(Ordering::Relaxed) as f64 * 1e-9);
@@ -521,14 +522,11 @@ impl DirectionRun<'_> {
                 // SAFETY: every worker's panels were written before the barrier; nothing
                 // writes the projection again in this run.
                 let projection = unsafe { chunk.projection.read(0..n * batch * width) };
-                let segment_start = std::cell::Cell::new(Instant::now());
-                let busy_time = std::cell::Cell::new(Duration::ZERO);
-                // One worker has nothing to balance: no clock reads on its steps.
+                let clock = BusyClock::start();
+                // One worker has nothing to balance (and no one to wait for): no clock reads.
                 let sync = || {
                     if threads > 1 {
-                        busy_time.set(busy_time.get() + segment_start.get().elapsed());
-                        barrier.wait();
-                        segment_start.set(Instant::now());
+                        clock.wait(barrier);
                     }
                 };
                 for (i, step_active) in chunk.active.chunks_exact(batch).enumerate() {
@@ -543,11 +541,10 @@ impl DirectionRun<'_> {
                         dest,
                         &sync,
                     );
-                    if threads > 1 && (s + 1) % REBALANCE_STEPS == 0 {
-                        busy[worker].store(nanos(busy_time.take()), Ordering::Relaxed);
-                        barrier.wait();
+                    if threads > 1 && (s + 1).is_multiple_of(REBALANCE_STEPS) {
+                        busy[worker].store(clock.take_nanos(), Ordering::Relaxed);
+                        clock.wait(barrier);
                         balance.rebalance(|w| busy[w].load(Ordering::Relaxed) as f64 * 1e-9);
-                        segment_start.set(Instant::now());
                     }
                 }
             });
@@ -664,9 +661,4 @@ fn store_state(source: &mut [f32x8], dest: &mut [f32], hidden: usize, panels: us
     for (b, row) in dest.chunks_exact_mut(hidden.max(1)).enumerate() {
         row.copy_from_slice(&source[b * panels * LANES..][..hidden]);
     }
-}
-
-/// A duration in whole nanoseconds, saturating.
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
