@@ -11,6 +11,7 @@
 
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::threading::{SpinBarrier, share};
@@ -99,6 +100,45 @@ impl Balance {
             let highest = granules.saturating_sub(reserve * (workers - 1 - w));
             let bound = ideal.clamp(lowest.min(highest), highest);
             self.bounds[w + 1] = (bound * self.granule).min(self.len);
+        }
+    }
+}
+
+/// One worker's copy of a [`Balance`] that is updated while the workers run, from running
+/// totals of each worker's busy nanoseconds (each worker adds to its own total only).
+///
+/// [`SplitCopy::rebalance`] reads every total, so it must run where no worker can add to
+/// them: after a barrier that follows every worker's last addition, with the next additions
+/// behind a later barrier (or the end of the run). Every copy then reads the same totals and
+/// makes the same split.
+#[derive(Debug)]
+pub struct SplitCopy {
+    balance: Balance,
+    /// Each worker's total at the last update.
+    seen: Vec<u64>,
+}
+
+impl SplitCopy {
+    /// An even split of `len` items over `workers`, as [`Balance::even`].
+    pub fn even(len: usize, workers: usize, granule: usize) -> Self {
+        Self {
+            balance: Balance::even(len, workers, granule),
+            seen: vec![0; workers.max(1)],
+        }
+    }
+
+    /// The items of `worker`.
+    pub fn part(&self, worker: usize) -> Range<usize> {
+        self.balance.part(worker)
+    }
+
+    /// Splits anew from what each worker's total grew by since the last update.
+    pub fn rebalance(&mut self, totals: &[AtomicU64]) {
+        let seen = &self.seen;
+        self.balance
+            .rebalance(|w| totals[w].load(Ordering::Relaxed).saturating_sub(seen[w]) as f64 * 1e-9);
+        for (seen, total) in self.seen.iter_mut().zip(totals) {
+            *seen = total.load(Ordering::Relaxed);
         }
     }
 }
@@ -216,5 +256,23 @@ mod tests {
             // Taking restarts the count.
             assert!(clock.take_nanos() < busy);
         });
+    }
+
+    #[test]
+    fn split_copy_follows_what_the_totals_grew_by() {
+        let totals = [AtomicU64::new(0), AtomicU64::new(0)];
+        let mut copy = SplitCopy::even(64, 2, 2);
+        // First window: worker 1 twice as slow.
+        totals[0].store(1_000, Ordering::Relaxed);
+        totals[1].store(2_000, Ordering::Relaxed);
+        copy.rebalance(&totals);
+        assert_eq!(copy.part(0), 0..42);
+        // Second window: 42 rows in 4200 ns against 22 rows in 550 ns, so worker 1 is now
+        // four times as fast per row and gets most rows (27 to worker 0). Had the totals since
+        // the start been taken for the window, worker 0 would still look faster (about 40).
+        totals[0].fetch_add(4_200, Ordering::Relaxed);
+        totals[1].fetch_add(550, Ordering::Relaxed);
+        copy.rebalance(&totals);
+        assert!(copy.part(0).len() < 32, "{copy:?}");
     }
 }

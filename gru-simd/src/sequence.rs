@@ -5,7 +5,6 @@
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use gru_core::{
     Cell, Direction, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
@@ -13,7 +12,7 @@ use gru_core::{
 };
 use wide::f32x8;
 
-use crate::balance::{Balance, BusyClock};
+use crate::balance::{Balance, BusyClock, SplitCopy};
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
@@ -435,7 +434,9 @@ impl DirectionRun<'_> {
         let steps = self.steps();
         let chunk_len = self.chunk_len(batch, CHUNK_VECTORS, steps);
         // Nanoseconds each worker spent on its rows in the last chunks, by chunk parity: a
-        // worker overwrites a slot only two chunks later, after every worker has read it.
+        // worker overwrites a slot only two chunks later, after every worker has read it. (Not
+        // running totals as in `SplitCopy`: no barrier separates a worker's next addition
+        // from another's late read here.)
         let busy: Vec<[AtomicU64; 2]> = (0..threads).map(|_| Default::default()).collect();
         self.workers.run(&|worker, barrier| {
             let mut chunk = chunks[worker].lock().unwrap_or_else(|e| e.into_inner());
@@ -443,7 +444,7 @@ impl DirectionRun<'_> {
             for (c, s0) in (0..steps).step_by(chunk_len).enumerate() {
                 let n = chunk_len.min(steps - s0);
                 let rows = balance.part(worker);
-                let started = Instant::now();
+                let clock = BusyClock::start();
                 self.fill_chunk(&mut chunk, &rows, s0, n);
                 project(
                     layer,
@@ -468,8 +469,7 @@ impl DirectionRun<'_> {
                         &|| {},
                     );
                 }
-                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                busy[worker][c % 2].store(nanos, Ordering::Relaxed);
+                busy[worker][c % 2].store(clock.take_nanos(), Ordering::Relaxed);
                 // Also the end of this split: the next chunk may give these rows to others.
                 barrier.wait();
                 balance.rebalance(|w| busy[w][c % 2].load(Ordering::Relaxed) as f64 * 1e-9);
@@ -496,36 +496,35 @@ impl DirectionRun<'_> {
         let threads = self.workers.threads();
         let steps = self.steps();
         let chunk_len = self.chunk_len(batch, CHUNK_VECTORS, steps);
-        // Each worker's copy of the split, updated alike by all (see `Balance`).
-        let balances: Vec<Mutex<Balance>> = (0..threads)
-            .map(|_| Mutex::new(Balance::even(panels, threads, 1)))
+        // Each worker's copy of the split, and the workers' busy nanoseconds on their panels.
+        // A worker adds to its total only at a rebalance, and adds again only after the
+        // barriers of the following steps, which every worker passes after reading all totals.
+        let splits: Vec<Mutex<SplitCopy>> = (0..threads)
+            .map(|_| Mutex::new(SplitCopy::even(panels, threads, 1)))
             .collect();
-        // Nanoseconds each worker spent on its panels, outside barriers, since the last
-        // rebalance. A worker writes its slot again only after the next step's barrier, which
-        // every worker reaches after reading all slots.
         let busy: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
         for s0 in (0..steps).step_by(chunk_len) {
             let n = chunk_len.min(steps - s0);
             self.fill_chunk(chunk, &(0..batch), s0, n);
             let chunk = &*chunk;
             self.workers.run(&|worker, barrier| {
-                let mut balance = balances[worker].lock().unwrap_or_else(|e| e.into_inner());
+                let mut split = splits[worker].lock().unwrap_or_else(|e| e.into_inner());
                 project(
                     layer,
                     &chunk.gathered,
                     input_size,
                     &chunk.projection,
                     0..n * batch,
-                    balance.part(worker),
+                    split.part(worker),
                 );
                 barrier.wait();
                 // SAFETY: every worker's panels were written before the barrier; nothing
                 // writes the projection again in this run.
                 let projection = unsafe { chunk.projection.read(0..n * batch * width) };
-                let clock = BusyClock::start();
                 // One worker has nothing to balance (and no one to wait for): no clock reads.
+                let clock = (threads > 1).then(BusyClock::start);
                 let sync = || {
-                    if threads > 1 {
+                    if let Some(clock) = &clock {
                         clock.wait(barrier);
                     }
                 };
@@ -537,14 +536,16 @@ impl DirectionRun<'_> {
                         &projection[i * batch * width..(i + 1) * batch * width],
                         step_active,
                         s,
-                        balance.part(worker),
+                        split.part(worker),
                         dest,
                         &sync,
                     );
-                    if threads > 1 && (s + 1).is_multiple_of(REBALANCE_STEPS) {
-                        busy[worker].store(clock.take_nanos(), Ordering::Relaxed);
+                    if let Some(clock) = &clock
+                        && (s + 1).is_multiple_of(REBALANCE_STEPS)
+                    {
+                        busy[worker].fetch_add(clock.take_nanos(), Ordering::Relaxed);
                         clock.wait(barrier);
-                        balance.rebalance(|w| busy[w].load(Ordering::Relaxed) as f64 * 1e-9);
+                        split.rebalance(&busy);
                     }
                 }
             });

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gru_core::{Cell, Error, RecurrentKernel, Result};
 use wide::f32x8;
 
-use crate::balance::{Balance, BusyClock};
+use crate::balance::{BusyClock, SplitCopy};
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::sequence::{REBALANCE_STEPS, SimdModel};
@@ -25,34 +25,13 @@ struct LayerState {
     /// projects and then reads back only its own panels, so no barrier is needed between the
     /// projection and the recurrent product.
     projection: Vec<SharedVectors>,
-    /// Each worker's copy of how the panels are split.
-    split: Vec<Mutex<WorkerSplit>>,
+    /// Each worker's copy of how the panels are split, updated every [`REBALANCE_STEPS`]
+    /// steps. Against a fixed split (2 threads, medians of eight alternating rounds of
+    /// `gru bench --mode step`): GRU +3 % (I = H = 256), +2 % (512); LSTM +6 %, −3 %.
+    split: Vec<Mutex<SplitCopy>>,
     /// Nanoseconds each worker has spent on this layer outside barriers, since the stream
     /// began; only that worker adds to its own.
     busy: Vec<AtomicU64>,
-}
-
-/// One worker's copy of a layer's panel split, updated alike by every worker (see
-/// [`Balance`]): every [`REBALANCE_STEPS`] steps, from the time each worker spent since the
-/// last update. Against a fixed split (2 threads, medians of eight alternating rounds of
-/// `gru bench --mode step`): GRU +3 % (I = H = 256), +2 % (512); LSTM +6 %, −3 %.
-#[derive(Debug)]
-struct WorkerSplit {
-    balance: Balance,
-    /// Each worker's `busy` total at the last update.
-    seen: Vec<u64>,
-}
-
-impl WorkerSplit {
-    /// Splits the panels anew from the `busy` totals, which no one changes meanwhile.
-    fn rebalance(&mut self, busy: &[AtomicU64]) {
-        let seen = &self.seen;
-        self.balance
-            .rebalance(|w| busy[w].load(Ordering::Relaxed).saturating_sub(seen[w]) as f64 * 1e-9);
-        for (seen, total) in self.seen.iter_mut().zip(busy) {
-            *seen = total.load(Ordering::Relaxed);
-        }
-    }
 }
 
 /// A batch of sequences advanced one step at a time through a [`SimdModel`].
@@ -102,12 +81,7 @@ impl SimdModel {
                         .map(|_| SharedVectors::zeros(len * layer.gates()))
                         .collect(),
                     split: (0..threads)
-                        .map(|_| {
-                            Mutex::new(WorkerSplit {
-                                balance: Balance::even(layer.panels(), threads, 1),
-                                seen: vec![0; threads],
-                            })
-                        })
+                        .map(|_| Mutex::new(SplitCopy::even(layer.panels(), threads, 1)))
                         .collect(),
                     busy: (0..threads).map(|_| AtomicU64::new(0)).collect(),
                 }
@@ -153,7 +127,7 @@ impl Stream<'_> {
                 let mut split = state.split[worker]
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                let panels = split.balance.part(worker);
+                let panels = split.part(worker);
                 // One worker has nothing to balance: no clock reads.
                 let clock = (threads > 1).then(BusyClock::start);
                 let sync = || match &clock {
