@@ -43,8 +43,8 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
         rows[m] = &inputs[m][..k_len];
     }
     let inputs = rows;
-    // One slice per panel covering exactly its k_len strided rows, so the loop below indexes
-    // within bounds the compiler can see.
+    // One slice per panel covering exactly its k_len strided rows (checked here, once per
+    // tile), which the loop below indexes within.
     let span = (k_len - 1) * k_stride + G;
     let mut panels: [&[f32x8]; NR] = [&[]; NR];
     for j in 0..NR {
@@ -55,7 +55,15 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
     for k in 0..k_len {
         let offset = k * k_stride;
         for j in 0..NR {
-            let w: [f32x8; G] = std::array::from_fn(|g| panels[j][offset + g]);
+            // SAFETY: k < k_len and g < G, so offset + g <= (k_len − 1)·k_stride + G − 1, which
+            // is below span = panels[j].len(). The compiler cannot prove this (it would have to
+            // rule out overflow in k·k_stride), so checked indexing kept three compares and
+            // branches per k and panel in the loop: one more to dispatch than the FMAs leave
+            // room for in the LSTM's 6 × 2 tile. Unchecked, over B = 1 and 64, I = H = 256 to
+            // 1024, alternating rounds in both orders: one thread GRU +2 to +5 %, LSTM +3 to
+            // +9 %; two threads GRU +3 to +5 %, LSTM +5 to +17 %.
+            let w: [f32x8; G] =
+                std::array::from_fn(|g| unsafe { *panels[j].get_unchecked(offset + g) });
             for m in 0..MR {
                 // SAFETY: every row was cut to `..k_len` above (which panics if it is shorter),
                 // and `k < k_len`. Checked indexing here is not hoisted out of the loop. With
