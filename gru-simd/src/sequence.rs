@@ -24,6 +24,16 @@ use crate::threading::{SharedSlice, SharedVectors, Workers};
 /// (Split by rows, each worker's buffer keeps the size of the largest share it has had.)
 const CHUNK_VECTORS: usize = 1 << 15;
 
+/// The bound for layers whose packed `W_ih` is larger than [`CHUNK_VECTORS`] (4 MiB). Such a
+/// `W_ih` does not stay in L2 and is streamed from L3 once per chunk, so a longer chunk pays
+/// for its larger buffer: at B = 64 a chunk of 1 MiB holds one or two steps from H = 512 on.
+/// Against 1 MiB at B = 64 (alternating rounds in both orders, geometric mean of the two
+/// orders' medians), two threads: GRU +2 % at I = H = 512 and +16 % at 1024, LSTM +10 % and
+/// +20 %; one thread: GRU −3 and +2 %, LSTM +9 and +13 %. Smaller layers keep 1 MiB: a 4 MiB
+/// chunk for all measured 0.90–0.96× there (B = 64, H = 256, one order), the buffer having
+/// left L2 for nothing.
+const LONG_CHUNK_VECTORS: usize = 1 << 17;
+
 /// Rows per worker below which the batch is not split by rows.
 const MIN_ROWS_PER_WORKER: usize = 4;
 
@@ -377,10 +387,11 @@ impl DirectionRun<'_> {
             .unwrap_or(0)
     }
 
-    /// Steps per chunk for `rows` rows sharing `budget` vectors of projection.
-    fn chunk_len(&self, rows: usize, budget: usize, steps: usize) -> usize {
-        let width = self.layer.gates() * self.layer.panels();
-        (budget / (rows * width).max(1)).clamp(1, steps.max(1))
+    /// Steps per chunk for `rows` rows sharing one chunk's projection buffer.
+    fn chunk_len(&self, rows: usize, steps: usize) -> usize {
+        let layer = self.layer;
+        let input_vectors = layer.input().iter().map(|p| p.data().len()).sum();
+        chunk_steps(input_vectors, rows * layer.gates() * layer.panels(), steps)
     }
 
     fn run(
@@ -432,7 +443,7 @@ impl DirectionRun<'_> {
         let width = layer.gates() * panels;
         let threads = self.workers.threads();
         let steps = self.steps();
-        let chunk_len = self.chunk_len(batch, CHUNK_VECTORS, steps);
+        let chunk_len = self.chunk_len(batch, steps);
         // Nanoseconds each worker spent on its rows in the last chunks, by chunk parity: a
         // worker overwrites a slot only two chunks later, after every worker has read it. (Not
         // running totals as in `SplitCopy`: no barrier separates a worker's next addition
@@ -495,7 +506,7 @@ impl DirectionRun<'_> {
         let width = layer.gates() * panels;
         let threads = self.workers.threads();
         let steps = self.steps();
-        let chunk_len = self.chunk_len(batch, CHUNK_VECTORS, steps);
+        let chunk_len = self.chunk_len(batch, steps);
         // Each worker's copy of the split, and the workers' busy nanoseconds on their panels.
         // A worker adds to its total only at a rebalance, and adds again only after the
         // barriers of the following steps, which every worker passes after reading all totals.
@@ -638,6 +649,19 @@ impl DirectionRun<'_> {
     }
 }
 
+/// Steps per chunk of a sequence of `steps` steps, for a layer whose packed `W_ih` has
+/// `input_vectors` vectors and whose projection takes `step_vectors` vectors per step (all
+/// rows): as many as fit the chunk budget ([`CHUNK_VECTORS`], or [`LONG_CHUNK_VECTORS`] for a
+/// `W_ih` larger than that), at least one, at most the whole sequence.
+fn chunk_steps(input_vectors: usize, step_vectors: usize, steps: usize) -> usize {
+    let budget = if input_vectors > CHUNK_VECTORS {
+        LONG_CHUNK_VECTORS
+    } else {
+        CHUNK_VECTORS
+    };
+    (budget / step_vectors.max(1)).clamp(1, steps.max(1))
+}
+
 /// Writes a `[B, H]` state (zeros when absent) into padded `[B, Hp]` vectors.
 fn load_state(
     dest: &mut [f32x8],
@@ -661,5 +685,25 @@ fn store_state(source: &mut [f32x8], dest: &mut [f32], hidden: usize, panels: us
     let source: &[f32] = wide::bytemuck::cast_slice(source);
     for (b, row) in dest.chunks_exact_mut(hidden.max(1)).enumerate() {
         row.copy_from_slice(&source[b * panels * LANES..][..hidden]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_longer_only_for_input_weights_beyond_the_budget() {
+        // GRU, B = 64, I = H = 256: `W_ih` is 24 576 vectors, within 1 MiB; a step is 6144.
+        assert_eq!(chunk_steps(256 * 3 * 32, 64 * 3 * 32, 100), 5);
+        // Exactly at the budget still counts as small.
+        assert_eq!(chunk_steps(CHUNK_VECTORS, 64 * 3 * 32, 100), 5);
+        // GRU, B = 64, I = H = 1024: one step per chunk at 1 MiB, five at 4 MiB.
+        assert_eq!(chunk_steps(1024 * 3 * 128, 64 * 3 * 128, 50), 5);
+        // A step larger than the budget still makes a chunk of one step.
+        assert_eq!(chunk_steps(1, CHUNK_VECTORS + 1, 50), 1);
+        // Never more steps than the sequence has, and one for an empty sequence.
+        assert_eq!(chunk_steps(1, 8, 3), 3);
+        assert_eq!(chunk_steps(1, 8, 0), 1);
     }
 }
