@@ -57,11 +57,11 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
         for j in 0..NR {
             // SAFETY: k < k_len and g < G, so offset + g <= (k_len − 1)·k_stride + G − 1, which
             // is below span = panels[j].len(). The compiler cannot prove this (it would have to
-            // rule out overflow in k·k_stride), so checked indexing kept three compares and
-            // branches per k and panel in the loop: one more to dispatch than the FMAs leave
-            // room for in the LSTM's 6 × 2 tile. Unchecked, over B = 1 and 64, I = H = 256 to
-            // 1024, alternating rounds in both orders: one thread GRU +2 to +5 %, LSTM +3 to
-            // +9 %; two threads GRU +3 to +5 %, LSTM +5 to +17 %.
+            // rule out overflow in k·k_stride), so checked indexing kept three compare-and-
+            // branch pairs per k and panel in the loop, which took the LSTM's 6 × 2 tile past
+            // what the core can dispatch beside its FMAs. Unchecked, over B = 1 and 64,
+            // I = H = 256 to 1024, alternating rounds in both orders: one thread GRU +2 to +5 %,
+            // LSTM +3 to +9 %; two threads GRU +3 to +5 %, LSTM +5 to +17 %.
             let w: [f32x8; G] =
                 std::array::from_fn(|g| unsafe { *panels[j].get_unchecked(offset + g) });
             for m in 0..MR {

@@ -24,14 +24,15 @@ use crate::threading::{SharedSlice, SharedVectors, Workers};
 /// (Split by rows, each worker's buffer keeps the size of the largest share it has had.)
 const CHUNK_VECTORS: usize = 1 << 15;
 
-/// The bound for layers whose packed `W_ih` is larger than [`CHUNK_VECTORS`] (4 MiB). Such a
-/// `W_ih` does not stay in L2 and is streamed from L3 once per chunk, so a longer chunk pays
-/// for its larger buffer: at B = 64 a chunk of 1 MiB holds one or two steps from H = 512 on.
-/// Against 1 MiB at B = 64 (alternating rounds in both orders, geometric mean of the two
-/// orders' medians), two threads: GRU +2 % at I = H = 512 and +16 % at 1024, LSTM +10 % and
-/// +20 %; one thread: GRU −3 and +2 %, LSTM +9 and +13 %. Smaller layers keep 1 MiB: a 4 MiB
-/// chunk for all measured 0.90–0.96× there (B = 64, H = 256, one order), the buffer having
-/// left L2 for nothing.
+/// Upper bound (4 MiB) on the projection of one chunk for layers whose packed `W_ih` is larger
+/// than [`CHUNK_VECTORS`] vectors. Such a `W_ih` does not stay in a 1 MiB L2 (this machine's)
+/// and is streamed from L3 once per chunk, so a longer chunk pays for its larger buffer: at
+/// B = 64 a chunk of 1 MiB holds only one or two steps from H = 512 on. Against 1 MiB at
+/// B = 64 (alternating rounds in both orders, geometric mean of the two orders' medians), two
+/// threads: GRU +2 % at I = H = 512 and +16 % at 1024, LSTM +10 % and +20 %; one thread: GRU
+/// −3 and +2 %, LSTM +9 and +13 %. Smaller layers keep 1 MiB, where a longer chunk only moves
+/// the buffer out of L2: 4 MiB for every layer measured 0.90× for the LSTM at B = 64,
+/// H = 256, and 1.04× for the GRU (one order only).
 const LONG_CHUNK_VECTORS: usize = 1 << 17;
 
 /// Rows per worker below which the batch is not split by rows.
