@@ -53,7 +53,13 @@ impl StepInputs<'_> {
     #[inline(always)]
     fn state(&self, row: usize, panel: usize) -> (usize, f32x8) {
         let index = row * self.panels + panel;
-        (index, self.h_prev[index - self.first_row * self.panels])
+        (index, self.h_prev[self.own_rows_index(index)])
+    }
+
+    /// `index` (in the buffers that hold every row) in a buffer of rows `first_row..`.
+    #[inline(always)]
+    fn own_rows_index(&self, index: usize) -> usize {
+        index - self.first_row * self.panels
     }
 }
 
@@ -149,11 +155,7 @@ impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
     fn finish(&self, row: usize, panel: usize, [n]: [f32x8; 1]) {
         let (index, h) = self.step.state(row, panel);
         let h_new = if self.step.is_active(row) {
-            blend(
-                self.z[index - self.step.first_row * self.step.panels],
-                tanh(n),
-                h,
-            )
+            blend(self.z[self.step.own_rows_index(index)], tanh(n), h)
         } else {
             h
         };
