@@ -494,16 +494,39 @@ mod tests {
 
     #[test]
     #[cfg(feature = "rayon")]
-    fn barrier_orders_rounds() {
+    fn barrier_orders_rounds_within_and_across_jobs() {
         let workers = Workers::new(3).unwrap();
         let counter = AtomicUsize::new(0);
-        workers.run(&|_, barrier| {
-            for round in 0..100 {
-                counter.fetch_add(1, Ordering::Relaxed);
+        // Later jobs reuse the barrier the earlier ones left; the workers arrive in a
+        // different order in each round.
+        for job in 0..3 {
+            workers.run(&|worker, barrier| {
+                for round in 0..100 {
+                    if (round + worker + job) % 3 == 0 {
+                        std::hint::spin_loop();
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    barrier.wait();
+                    assert_eq!(counter.load(Ordering::Relaxed), 3 * (100 * job + round + 1));
+                    barrier.wait();
+                }
+            });
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn a_panicking_worker_releases_the_others() {
+        let workers = Workers::new(2).unwrap();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            workers.run(&|worker, barrier| {
+                if worker == 1 {
+                    panic!("worker 1 fails before the barrier");
+                }
+                // Without the poison, this would wait forever for worker 1.
                 barrier.wait();
-                assert_eq!(counter.load(Ordering::Relaxed), 3 * (round + 1));
-                barrier.wait();
-            }
-        });
+            });
+        }));
+        assert!(run.is_err());
     }
 }
