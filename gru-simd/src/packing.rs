@@ -230,13 +230,20 @@ impl PackedLayer {
     pub fn recurrent_second(&self) -> Option<&PanelPack> {
         self.recurrent_second.as_ref()
     }
+    /// Vectors of packed `W_ih` (all its packs).
+    pub fn input_vectors(&self) -> usize {
+        self.input.iter().map(|p| p.data.len()).sum()
+    }
+    /// Vectors of packed `W_hh` (both packs where there are two): what every step reads.
+    pub fn recurrent_vectors(&self) -> usize {
+        self.recurrent.data.len() + self.recurrent_second.as_ref().map_or(0, |n| n.data.len())
+    }
     /// Bytes of packed weights and biases.
     pub fn packed_bytes(&self) -> usize {
-        let vectors = self.input.iter().map(|p| p.data.len()).sum::<usize>()
+        let vectors = self.input_vectors()
             + self.projection_bias.len()
             + self.hn_bias.len()
-            + self.recurrent.data.len()
-            + self.recurrent_second.as_ref().map_or(0, |n| n.data.len());
+            + self.recurrent_vectors();
         vectors * std::mem::size_of::<f32x8>()
     }
 }

@@ -24,9 +24,13 @@ use crate::threading::{SharedSlice, SharedVectors, Workers};
 /// (Split by rows, each worker's buffer keeps the size of the largest share it has had.)
 const CHUNK_VECTORS: usize = 1 << 15;
 
+/// Weights (in vectors, 1 MiB) above which a layer's `W_ih` or `W_hh` is taken not to stay in
+/// one core's L2 (1 MiB on this project's machine, and on most current x86 server cores).
+const L2_VECTORS: usize = 1 << 15;
+
 /// Upper bound (4 MiB) on the projection of one chunk for layers whose packed `W_ih` is larger
-/// than [`CHUNK_VECTORS`] vectors. Such a `W_ih` does not stay in a 1 MiB L2 (this machine's)
-/// and is streamed from L3 once per chunk, so a longer chunk pays for its larger buffer: at
+/// than [`L2_VECTORS`]. Such a `W_ih` does not stay in L2 and is streamed from L3 once per
+/// chunk, so a longer chunk pays for its larger buffer: at
 /// B = 64 a chunk of 1 MiB holds only one or two steps from H = 512 on. Against 1 MiB at
 /// B = 64 (alternating rounds in both orders, geometric mean of the two orders' medians), two
 /// threads: GRU +2 % at I = H = 512 and +16 % at 1024, LSTM +10 % and +20 %; one thread: GRU
@@ -37,6 +41,29 @@ const LONG_CHUNK_VECTORS: usize = 1 << 17;
 
 /// Rows per worker below which the batch is not split by rows.
 const MIN_ROWS_PER_WORKER: usize = 4;
+
+/// Packed weights (`W_ih` and `W_hh`, in vectors: 16 MiB, half of this machine's 32 MiB L3)
+/// beyond which a large batch is split by panels rather than by rows.
+const ROW_SPLIT_MAX_WEIGHT_VECTORS: usize = 1 << 19;
+
+/// Whether a step of `batch` rows is split over `threads` workers by rows (each worker all
+/// panels of its rows) rather than by panels (each worker its panels of all rows).
+///
+/// By rows only when every worker has rows enough for the row tiles and the layer's packed
+/// weights (`weight_vectors`) take at most half of a 32 MiB L3. Split by rows, every worker
+/// streams all of `W_ih` and `W_hh`, so wherever workers do not share an L3 (a virtual
+/// machine's vCPUs may sit on different core complexes), each L3 must hold all of them; split
+/// by panels, each worker streams only its share. The barrier a step then needs costs little
+/// beside a step of many rows. Measured against the row split, 2 threads, alternating rounds
+/// in both orders (medians; `gru bench --json`): I = H = 1024 (25 MiB of GRU weights, 34 of
+/// LSTM), B = 64: GRU 1.01× and 1.08× in two sets of 8 and 10 rounds, LSTM 1.08× and 1.13×;
+/// B = 16: GRU 0.96× and 1.15×, LSTM 1.19× and 1.31×. At I = H = 512 (6 and 8 MiB) it was
+/// no better: B = 64 GRU 1.01×, LSTM 0.93×; B = 16 GRU 0.94×, LSTM 0.90× (8 rounds).
+fn splits_by_rows(threads: usize, batch: usize, weight_vectors: usize) -> bool {
+    threads > 1
+        && batch >= MIN_ROWS_PER_WORKER * threads
+        && weight_vectors <= ROW_SPLIT_MAX_WEIGHT_VECTORS
+}
 
 /// Rows move between workers in pairs: a pair still streams each weight once for two rows.
 const ROW_GRANULE: usize = 2;
@@ -391,8 +418,11 @@ impl DirectionRun<'_> {
     /// Steps per chunk for `rows` rows sharing one chunk's projection buffer.
     fn chunk_len(&self, rows: usize, steps: usize) -> usize {
         let layer = self.layer;
-        let input_vectors = layer.input().iter().map(|p| p.data().len()).sum();
-        chunk_steps(input_vectors, rows * layer.gates() * layer.panels(), steps)
+        chunk_steps(
+            layer.input_vectors(),
+            rows * layer.gates() * layer.panels(),
+            steps,
+        )
     }
 
     fn run(
@@ -413,7 +443,8 @@ impl DirectionRun<'_> {
         load_state(state.h[0].get_mut(), self.h0, batch, hidden, panels);
         load_state(state.scratch.c.get_mut(), self.c0, batch, hidden, panels);
 
-        if threads > 1 && batch >= MIN_ROWS_PER_WORKER * threads {
+        let weight_vectors = layer.input_vectors() + layer.recurrent_vectors();
+        if splits_by_rows(threads, batch, weight_vectors) {
             self.run_split_by_rows(state, &ws.chunks, &dest);
         } else {
             let chunk = ws.chunks[0].get_mut().unwrap_or_else(|e| e.into_inner());
@@ -426,7 +457,7 @@ impl DirectionRun<'_> {
         }
     }
 
-    /// Large batches: each worker gathers, projects and steps its own rows, chunk by chunk,
+    /// Large batches of layers up to 16 MiB ([`splits_by_rows`]): each worker gathers, projects and steps its own rows, chunk by chunk,
     /// with no synchronisation inside a chunk (rows are independent sequences). At the end of
     /// each chunk the workers meet, and the rows are split anew in proportion to how fast each
     /// worker went ([`Balance`]): a worker slowed down by the host hands rows over to the
@@ -489,7 +520,8 @@ impl DirectionRun<'_> {
         });
     }
 
-    /// Small batches: all workers on all rows, each its own panels (weight-stationary); the
+    /// Small batches, and larger layers at any batch ([`splits_by_rows`]): all workers on all
+    /// rows, each its own panels (weight-stationary); the
     /// caller gathers each chunk, the workers project their panels of it, then meet at a
     /// barrier after every step. Every [`REBALANCE_STEPS`] steps the panels are split anew by
     /// each worker's measured speed, as rows are for large batches; a moved panel's weights
@@ -655,7 +687,7 @@ impl DirectionRun<'_> {
 /// rows): as many as fit the chunk budget ([`CHUNK_VECTORS`], or [`LONG_CHUNK_VECTORS`] for a
 /// `W_ih` larger than that), at least one, at most the whole sequence.
 fn chunk_steps(input_vectors: usize, step_vectors: usize, steps: usize) -> usize {
-    let budget = if input_vectors > CHUNK_VECTORS {
+    let budget = if input_vectors > L2_VECTORS {
         LONG_CHUNK_VECTORS
     } else {
         CHUNK_VECTORS
@@ -698,7 +730,7 @@ mod tests {
         // GRU, B = 64, I = H = 256: `W_ih` is 24 576 vectors, within 1 MiB; a step is 6144.
         assert_eq!(chunk_steps(256 * 3 * 32, 64 * 3 * 32, 100), 5);
         // Exactly at the budget still counts as small.
-        assert_eq!(chunk_steps(CHUNK_VECTORS, 64 * 3 * 32, 100), 5);
+        assert_eq!(chunk_steps(L2_VECTORS, 64 * 3 * 32, 100), 5);
         // GRU, B = 64, I = H = 1024: one step per chunk at 1 MiB, five at 4 MiB.
         assert_eq!(chunk_steps(1024 * 3 * 128, 64 * 3 * 128, 50), 5);
         // A step larger than the budget still makes a chunk of one step.
@@ -706,5 +738,19 @@ mod tests {
         // Never more steps than the sequence has, and one for an empty sequence.
         assert_eq!(chunk_steps(1, 8, 3), 3);
         assert_eq!(chunk_steps(1, 8, 0), 1);
+    }
+
+    #[test]
+    fn large_batches_split_by_rows_only_while_the_weights_take_half_an_l3_at_most() {
+        // GRU, I = H = 512: 6 MiB of packed weights. B = 64 on 2 threads splits by rows.
+        assert!(splits_by_rows(2, 64, 2 * 512 * 3 * 64));
+        // Exactly 16 MiB still splits by rows.
+        assert!(splits_by_rows(2, 64, ROW_SPLIT_MAX_WEIGHT_VECTORS));
+        // GRU, I = H = 1024: 24 MiB, by panels.
+        assert!(!splits_by_rows(2, 64, 2 * 1024 * 3 * 128));
+        // Fewer than four rows per worker, or one worker: never by rows.
+        assert!(splits_by_rows(2, 8, 1));
+        assert!(!splits_by_rows(2, 7, 1));
+        assert!(!splits_by_rows(1, 64, 1));
     }
 }

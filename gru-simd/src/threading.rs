@@ -2,10 +2,12 @@
 //! synchronisation, and the shared state buffers the workers write between barriers.
 //!
 //! Two ways to split a step (chosen per call in [`crate::sequence`]):
-//! - **batch rows**, for large batches: each worker gathers, projects and steps its own rows
-//!   with no synchronisation inside a chunk of steps; between chunks the rows are split anew
-//!   by each worker's measured speed ([`crate::balance`]);
-//! - **hidden units** (panels), for small batches down to 1: each worker owns a contiguous range
+//! - **batch rows**, for large batches of layers up to 16 MiB of packed weights: each worker
+//!   gathers, projects and steps its own rows with no synchronisation inside a chunk of steps;
+//!   between chunks the rows are split anew by each worker's measured speed
+//!   ([`crate::balance`]);
+//! - **hidden units** (panels), for small batches down to 1 and for larger layers at any batch
+//!   (so that each worker streams only its share of the weights): each worker owns a contiguous range
 //!   of panels and so keeps its slices of the packed `W_ih` and `W_hh` hot in its own core's
 //!   cache across steps (weight-stationary); a step ends with one barrier, since the next step
 //!   reads every unit of the state.

@@ -164,6 +164,48 @@ proptest! {
 }
 
 #[test]
+fn large_batches_with_large_weights_agree_split_by_panels() {
+    // I = H = 840: every cell's packed weights exceed 16 MiB, so B = 8 on 2 workers (or 3) is
+    // split by panels; smaller layers at this batch split by rows. Ragged lengths and h0.
+    let (input, hidden, t, b) = (840, 840, 2, 8);
+    for (k, &cell) in CELLS.iter().enumerate() {
+        let model = random_model(cell, input, hidden, 1, false, true, 840 + k as u64);
+        let mut values = Values::new(841);
+        let x = values.vec(t * b * input, 3.0);
+        let h0 = values.vec(b * hidden, 1.0);
+        let lengths: Vec<usize> = (0..b).map(|i| i % (t + 1)).collect();
+        let sequence = SequenceInput::new(&x, t, b).lengths(&lengths).h0(&h0);
+        let reference = ReferenceKernel::new(model.clone())
+            .forward(&sequence)
+            .unwrap();
+        let bits = |out: &SequenceOutput| {
+            let all = out
+                .output
+                .iter()
+                .chain(&out.h_n)
+                .chain(out.c_n.iter().flatten());
+            all.map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let one = SimdModel::new(&model).unwrap().forward(&sequence).unwrap();
+        let mut errors = vec![
+            scaled_error(&one.output, &reference.output),
+            scaled_error(&one.h_n, &reference.h_n),
+        ];
+        if let (Some(a), Some(b)) = (&one.c_n, &reference.c_n) {
+            errors.push(scaled_error(a, b));
+        }
+        assert!(errors.iter().all(|e| *e <= 2e-5), "{cell:?}: {errors:?}");
+        for threads in [2, 3] {
+            let split = SimdModel::with_threads(&model, available(threads))
+                .unwrap()
+                .forward(&sequence)
+                .unwrap();
+            assert!(bits(&split) == bits(&one), "{cell:?} threads {threads}");
+        }
+    }
+}
+
+#[test]
 fn results_are_bitwise_identical_for_every_thread_count() {
     for (k, &cell) in CELLS.iter().enumerate() {
         // Batches that split by panels (1, 3) and by rows (12, 13), uneven panel counts.
