@@ -278,6 +278,7 @@ impl RecurrentKernel for SimdModel {
                 let state = layer * directions + d;
                 let state_range = state * state_len..(state + 1) * state_len;
                 let run = DirectionRun {
+                    slot: state,
                     layer: &layers[state],
                     workers,
                     direction,
@@ -316,6 +317,43 @@ struct Workspace {
     chunks: Vec<Mutex<ChunkBuffers>>,
     /// Outputs of the layers before the last, time-major.
     between: [Vec<f32>; 2],
+    /// How each layer direction's work was last split between the workers.
+    splits: Vec<CarriedSplit>,
+}
+
+/// How a layer direction's work was last split, carried from one call to the next, so that
+/// calls shorter than the balancing interval (a chunk of steps for rows, [`REBALANCE_STEPS`]
+/// for panels) still follow the workers' measured speeds instead of starting even each time.
+#[derive(Debug, Default)]
+struct CarriedSplit {
+    /// Split by rows: the batch size and the last split of its rows.
+    rows: Option<(usize, Balance)>,
+    /// Split by panels.
+    panels: Option<PanelSplit>,
+}
+
+/// The panels' split: each worker's copy and the busy totals the copies follow, and the steps
+/// run so far, which set when the next rebalance comes.
+#[derive(Debug)]
+struct PanelSplit {
+    copies: Vec<Mutex<SplitCopy>>,
+    /// Each worker's busy nanoseconds on its panels. A worker adds to its total only at a
+    /// rebalance, and adds again only after the barriers of the following steps, which every
+    /// worker passes after reading all totals.
+    busy: Vec<AtomicU64>,
+    steps: usize,
+}
+
+impl PanelSplit {
+    fn even(panels: usize, threads: usize) -> Self {
+        Self {
+            copies: (0..threads)
+                .map(|_| Mutex::new(SplitCopy::even(panels, threads, 1)))
+                .collect(),
+            busy: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            steps: 0,
+        }
+    }
 }
 
 /// The state of every row of the batch, whichever worker steps it.
@@ -387,6 +425,8 @@ struct Destination<'a> {
 
 /// One layer and direction over the whole sequence.
 struct DirectionRun<'a> {
+    /// This layer direction's index (`layer · directions + direction`).
+    slot: usize,
     layer: &'a PackedLayer,
     workers: &'a Workers,
     direction: Direction,
@@ -443,12 +483,25 @@ impl DirectionRun<'_> {
         load_state(state.h[0].get_mut(), self.h0, batch, hidden, panels);
         load_state(state.scratch.c.get_mut(), self.c0, batch, hidden, panels);
 
+        if ws.splits.len() <= self.slot {
+            ws.splits.resize_with(self.slot + 1, CarriedSplit::default);
+        }
+        let carried = &mut ws.splits[self.slot];
         let weight_vectors = layer.input_vectors() + layer.recurrent_vectors();
         if splits_by_rows(threads, batch, weight_vectors) {
-            self.run_split_by_rows(state, &ws.chunks, &dest);
+            let last = carried
+                .rows
+                .take()
+                .filter(|(rows, _)| *rows == batch)
+                .map(|(_, balance)| balance);
+            let balance = self.run_split_by_rows(state, &ws.chunks, &dest, last);
+            carried.rows = Some((batch, balance));
         } else {
             let chunk = ws.chunks[0].get_mut().unwrap_or_else(|e| e.into_inner());
-            self.run_split_by_panels(state, chunk, &dest);
+            let split = carried
+                .panels
+                .get_or_insert_with(|| PanelSplit::even(panels, threads));
+            self.run_split_by_panels(state, chunk, &dest, split);
         }
 
         store_state(state.h[self.steps() % 2].get_mut(), h_n, hidden, panels);
@@ -457,19 +510,22 @@ impl DirectionRun<'_> {
         }
     }
 
-    /// Large batches of layers up to 16 MiB ([`splits_by_rows`]): each worker gathers, projects and steps its own rows, chunk by chunk,
-    /// with no synchronisation inside a chunk (rows are independent sequences). At the end of
-    /// each chunk the workers meet, and the rows are split anew in proportion to how fast each
-    /// worker went ([`Balance`]): a worker slowed down by the host hands rows over to the
-    /// others instead of holding them up. Against an even split for the whole sequence (B = 64,
-    /// 2 threads, medians of six alternating rounds): GRU +11 % (I = H = 256), +15 % (512),
-    /// +18 % (1024); LSTM +1 %, +15 %, +24 %.
+    /// Large batches of layers up to 16 MiB ([`splits_by_rows`]): each worker gathers,
+    /// projects and steps its own rows, chunk by chunk, with no synchronisation inside a chunk
+    /// (rows are independent sequences). At the end of each chunk the workers meet, and the
+    /// rows are split anew in proportion to how fast each worker went ([`Balance`]): a worker
+    /// slowed down by the host hands rows over to the others instead of holding them up.
+    /// Against an even split for the whole sequence (B = 64, 2 threads, medians of six
+    /// alternating rounds): GRU +11 % (I = H = 256), +15 % (512), +18 % (1024); LSTM +1 %,
+    /// +15 %, +24 %. Starts from `last` (the split the previous call ended with) if there is
+    /// one, and returns the split this call ends with.
     fn run_split_by_rows(
         &self,
         state: &BatchState,
         chunks: &[Mutex<ChunkBuffers>],
         dest: &Destination<'_>,
-    ) {
+        last: Option<Balance>,
+    ) -> Balance {
         let layer = self.layer;
         let (batch, panels, input_size) = (self.input.batch, layer.panels(), layer.input_size());
         let width = layer.gates() * panels;
@@ -481,9 +537,12 @@ impl DirectionRun<'_> {
         // running totals as in `SplitCopy`: no barrier separates a worker's next addition
         // from another's late read here.)
         let busy: Vec<[AtomicU64; 2]> = (0..threads).map(|_| Default::default()).collect();
+        let start = last.unwrap_or_else(|| Balance::even(batch, threads, ROW_GRANULE));
+        // Every worker's copy ends the same; worker 0's is kept for the next call.
+        let end = Mutex::new(None);
         self.workers.run(&|worker, barrier| {
             let mut chunk = chunks[worker].lock().unwrap_or_else(|e| e.into_inner());
-            let mut balance = Balance::even(batch, threads, ROW_GRANULE);
+            let mut balance = start.clone();
             for (c, s0) in (0..steps).step_by(chunk_len).enumerate() {
                 let n = chunk_len.min(steps - s0);
                 let rows = balance.part(worker);
@@ -517,13 +576,19 @@ impl DirectionRun<'_> {
                 barrier.wait();
                 balance.rebalance(|w| busy[w][c % 2].load(Ordering::Relaxed) as f64 * 1e-9);
             }
+            if worker == 0 {
+                *end.lock().unwrap_or_else(|e| e.into_inner()) = Some(balance);
+            }
         });
+        end.into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(start)
     }
 
     /// Small batches, and larger layers at any batch ([`splits_by_rows`]): all workers on all
-    /// rows, each its own panels (weight-stationary); the
-    /// caller gathers each chunk, the workers project their panels of it, then meet at a
-    /// barrier after every step. Every [`REBALANCE_STEPS`] steps the panels are split anew by
+    /// rows, each its own panels (weight-stationary); the caller gathers each chunk, the
+    /// workers project their panels of it, then meet at a barrier after every step. Every
+    /// [`REBALANCE_STEPS`] steps (counted over calls, in `split`) the panels are split anew by
     /// each worker's measured speed, as rows are for large batches; a moved panel's weights
     /// come from the other core's cache once. Against a fixed split (2 threads, medians of six
     /// alternating rounds, B = 1): GRU +13 % (I = H = 256), +5 % (512), −1 % (1024); LSTM
@@ -533,6 +598,7 @@ impl DirectionRun<'_> {
         state: &BatchState,
         chunk: &mut ChunkBuffers,
         dest: &Destination<'_>,
+        split: &mut PanelSplit,
     ) {
         let layer = self.layer;
         let (batch, panels, input_size) = (self.input.batch, layer.panels(), layer.input_size());
@@ -540,19 +606,13 @@ impl DirectionRun<'_> {
         let threads = self.workers.threads();
         let steps = self.steps();
         let chunk_len = self.chunk_len(batch, steps);
-        // Each worker's copy of the split, and the workers' busy nanoseconds on their panels.
-        // A worker adds to its total only at a rebalance, and adds again only after the
-        // barriers of the following steps, which every worker passes after reading all totals.
-        let splits: Vec<Mutex<SplitCopy>> = (0..threads)
-            .map(|_| Mutex::new(SplitCopy::even(panels, threads, 1)))
-            .collect();
-        let busy: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+        let (copies, busy, earlier_steps) = (&split.copies, &split.busy, split.steps);
         for s0 in (0..steps).step_by(chunk_len) {
             let n = chunk_len.min(steps - s0);
             self.fill_chunk(chunk, &(0..batch), s0, n);
             let chunk = &*chunk;
             self.workers.run(&|worker, barrier| {
-                let mut split = splits[worker].lock().unwrap_or_else(|e| e.into_inner());
+                let mut split = copies[worker].lock().unwrap_or_else(|e| e.into_inner());
                 project(
                     layer,
                     &chunk.gathered,
@@ -585,15 +645,16 @@ impl DirectionRun<'_> {
                         &sync,
                     );
                     if let Some(clock) = &clock
-                        && (s + 1).is_multiple_of(REBALANCE_STEPS)
+                        && (earlier_steps + s + 1).is_multiple_of(REBALANCE_STEPS)
                     {
                         busy[worker].fetch_add(clock.take_nanos(), Ordering::Relaxed);
                         clock.wait(barrier);
-                        split.rebalance(&busy);
+                        split.rebalance(busy);
                     }
                 }
             });
         }
+        split.steps += steps;
     }
 
     /// Step `s` of `rows × panels`: the recurrent product and epilogue, then the new state of
@@ -752,5 +813,37 @@ mod tests {
         assert!(splits_by_rows(2, 8, 1));
         assert!(!splits_by_rows(2, 7, 1));
         assert!(!splits_by_rows(1, 64, 1));
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn the_split_is_carried_from_call_to_call() {
+        let weights = LayerWeights::new(
+            gru_core::CellKind::Gru,
+            3,
+            16,
+            vec![0.1; 3 * 16 * 3],
+            vec![0.05; 3 * 16 * 16],
+            None,
+            None,
+        )
+        .unwrap();
+        let model = Model::single_layer(Cell::Gru(GruVariant::ResetAfter), weights).unwrap();
+        let mut gru = SimdModel::with_threads(&model, 2).unwrap();
+        let call = |gru: &mut SimdModel, t: usize, b: usize| {
+            let x = vec![0.5; t * b * 3];
+            gru.forward(&SequenceInput::new(&x, t, b)).unwrap();
+        };
+        // B = 1, split by panels: the steps that time the next rebalance add up over calls.
+        call(&mut gru, 3, 1);
+        call(&mut gru, 7, 1);
+        let panels = gru.workspace.splits[0].panels.as_ref().unwrap();
+        assert_eq!(panels.steps, 10);
+        // B = 8, split by rows: the last split is kept for the next call of that batch size.
+        call(&mut gru, 3, 8);
+        let (rows, balance) = gru.workspace.splits[0].rows.as_ref().unwrap();
+        assert_eq!(*rows, 8);
+        assert_eq!(balance.part(0).start, 0);
+        assert_eq!(balance.part(1).end, 8);
     }
 }

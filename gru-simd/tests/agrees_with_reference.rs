@@ -280,6 +280,32 @@ fn work_that_moves_between_workers_keeps_its_results() {
 }
 
 #[test]
+fn short_calls_that_carry_the_split_keep_their_results() {
+    // Calls of three steps: the split each call ends with is where the next starts, and a
+    // small batch's panels are split anew every eight steps counted over calls, so splits
+    // change between and inside calls. Every call must give the one-thread bits.
+    for (k, &cell) in CELLS.iter().enumerate() {
+        let model = random_model(cell, 19, 64, 2, true, true, 70 + k as u64);
+        for b in [1, 64] {
+            let mut one = SimdModel::new(&model).unwrap();
+            let mut two = SimdModel::with_threads(&model, available(2)).unwrap();
+            let mut values = Values::new(71);
+            for call in 0..12 {
+                let t = 3;
+                let x = values.vec(t * b * 19, 3.0);
+                let input = SequenceInput::new(&x, t, b);
+                let (a, c) = (one.forward(&input).unwrap(), two.forward(&input).unwrap());
+                let bits = |out: &SequenceOutput| {
+                    let all = out.output.iter().chain(&out.h_n);
+                    all.map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                assert!(bits(&a) == bits(&c), "{cell:?} B={b} call {call}");
+            }
+        }
+    }
+}
+
+#[test]
 fn streaming_matches_the_sequence_forward() {
     for (k, &cell) in CELLS.iter().enumerate() {
         for threads in [1, 2] {
