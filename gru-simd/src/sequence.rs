@@ -24,14 +24,14 @@ use crate::threading::{SharedSlice, SharedVectors, Workers};
 /// (Split by rows, each worker's buffer keeps the size of the largest share it has had.)
 const CHUNK_VECTORS: usize = 1 << 15;
 
-/// Weights (in vectors, 1 MiB) above which a layer's `W_ih` or `W_hh` is taken not to stay in
-/// one core's L2 (1 MiB on this project's machine, and on most current x86 server cores).
+/// Packed `W_ih` (in vectors, 1 MiB) above which it is taken not to stay in one core's L2
+/// (1 MiB on this project's machine, as on most current x86 server cores).
 const L2_VECTORS: usize = 1 << 15;
 
 /// Upper bound (4 MiB) on the projection of one chunk for layers whose packed `W_ih` is larger
 /// than [`L2_VECTORS`]. Such a `W_ih` does not stay in L2 and is streamed from L3 once per
-/// chunk, so a longer chunk pays for its larger buffer: at
-/// B = 64 a chunk of 1 MiB holds only one or two steps from H = 512 on. Against 1 MiB at
+/// chunk, so a longer chunk pays for its larger buffer: at B = 64 a chunk of 1 MiB holds only
+/// one or two steps from H = 512 on. Against 1 MiB at
 /// B = 64 (alternating rounds in both orders, geometric mean of the two orders' medians), two
 /// threads: GRU +2 % at I = H = 512 and +16 % at 1024, LSTM +10 % and +20 %; one thread: GRU
 /// −3 and +2 %, LSTM +9 and +13 %. Smaller layers keep 1 MiB, where a longer chunk only moves
@@ -746,7 +746,7 @@ impl DirectionRun<'_> {
 /// Steps per chunk of a sequence of `steps` steps, for a layer whose packed `W_ih` has
 /// `input_vectors` vectors and whose projection takes `step_vectors` vectors per step (all
 /// rows): as many as fit the chunk budget ([`CHUNK_VECTORS`], or [`LONG_CHUNK_VECTORS`] for a
-/// `W_ih` larger than that), at least one, at most the whole sequence.
+/// `W_ih` larger than [`L2_VECTORS`]), at least one, at most the whole sequence.
 fn chunk_steps(input_vectors: usize, step_vectors: usize, steps: usize) -> usize {
     let budget = if input_vectors > L2_VECTORS {
         LONG_CHUNK_VECTORS

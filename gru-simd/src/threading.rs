@@ -7,10 +7,10 @@
 //!   between chunks the rows are split anew by each worker's measured speed
 //!   ([`crate::balance`]);
 //! - **hidden units** (panels), for small batches down to 1 and for larger layers at any batch
-//!   (so that each worker streams only its share of the weights): each worker owns a contiguous range
-//!   of panels and so keeps its slices of the packed `W_ih` and `W_hh` hot in its own core's
-//!   cache across steps (weight-stationary); a step ends with one barrier, since the next step
-//!   reads every unit of the state.
+//!   (so that each worker streams only its share of the weights): each worker owns a
+//!   contiguous range of panels and so keeps its slices of the packed `W_ih` and `W_hh` hot in
+//!   its own core's cache across steps (weight-stationary); a step ends with one barrier, since
+//!   the next step reads every unit of the state.
 //!
 //! A dot product is never split across workers, so results are bitwise identical for every
 //! thread count.
