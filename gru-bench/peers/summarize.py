@@ -7,6 +7,10 @@ round. Within a round both sides of a ratio were measured seconds apart, so a ro
 steadier than the ratio of two medians taken from different rounds on a machine whose speed
 drifts. Without round numbers, the ratio is that of the medians.
 
+Two more tables follow: the simd GRU's time over the simd LSTM's (median of the rounds' own
+ratios), and the ratio to the fastest peer over odd rounds (peers run first) and even rounds
+(simd runs first) apart.
+
     python3 gru-bench/peers/summarize.py runs/*.jsonl
 """
 import collections
@@ -56,6 +60,49 @@ def main():
         if ratio and len(per_round) > 1:
             ratio = f"{statistics.median(per_round):.2f}× ({min(per_round):.2f}–{max(per_round):.2f})"
         print(f"| {cell} | {mode} | {b}:{t}:{i}:{h} | {threads} | " + " | ".join(cells) + f" | {ratio} |")
+
+    gru_over_lstm(by_round)
+    by_order(by_round, keys)
+
+
+def gru_over_lstm(by_round):
+    """The simd GRU's time over the simd LSTM's per shape: the median of the rounds' own
+    ratios (both cells of a shape run in the same round), then their range."""
+    ratios = collections.defaultdict(list)
+    for (cell, mode, b, t, i, h, threads, round_id), r in by_round.items():
+        other = by_round.get(("lstm", mode, b, t, i, h, threads, round_id), {})
+        if cell == "gru" and "simd" in r and "simd" in other:
+            ratios[(mode, b, t, i, h, threads)].append(r["simd"] / other["simd"])
+    if not ratios:
+        return
+    print()
+    print("| mode | B:T:I:H | threads | GRU time / LSTM time (rounds' range) |")
+    print("|---|---|---|---|")
+    for (mode, b, t, i, h, threads), v in sorted(ratios.items()):
+        print(f"| {mode} | {b}:{t}:{i}:{h} | {threads} | "
+              f"{statistics.median(v):.2f} ({min(v):.2f}–{max(v):.2f}) |")
+
+
+def by_order(by_round, keys):
+    """rounds.sh runs the peers first in odd rounds and simd first in even ones: the median
+    ratio to the fastest peer over each kind of round, to show what the order does."""
+    rows = []
+    for key in keys:
+        split = {1: [], 0: []}
+        for rk, r in by_round.items():
+            if rk[:-1] == key and rk[-1].isdigit() and "simd" in r:
+                peers = [r[k] for k in ("onnxruntime", "pytorch") if k in r]
+                if peers:
+                    split[int(rk[-1]) % 2].append(min(peers) / r["simd"])
+        if split[1] and split[0]:
+            rows.append((key, statistics.median(split[1]), statistics.median(split[0])))
+    if not rows:
+        return
+    print()
+    print("| cell | mode | B:T:I:H | threads | ratio, peers first (odd rounds) | ratio, simd first (even rounds) |")
+    print("|---|---|---|---|---|---|")
+    for (cell, mode, b, t, i, h, threads), odd, even in rows:
+        print(f"| {cell} | {mode} | {b}:{t}:{i}:{h} | {threads} | {odd:.2f}× | {even:.2f}× |")
 
 
 if __name__ == "__main__":
