@@ -12,6 +12,7 @@
 use std::cell::Cell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::threading::{SpinBarrier, share};
@@ -140,6 +141,45 @@ impl SplitCopy {
         for (seen, total) in self.seen.iter_mut().zip(totals) {
             *seen = total.load(Ordering::Relaxed);
         }
+    }
+}
+
+/// One split shared by a team: each worker's [`SplitCopy`], and the busy totals the copies
+/// follow (each worker adds to its own only). Whole sequences keep one per layer direction,
+/// streams one per layer.
+#[derive(Debug)]
+pub struct WorkerSplits {
+    copies: Vec<Mutex<SplitCopy>>,
+    busy: Vec<AtomicU64>,
+}
+
+impl WorkerSplits {
+    /// An even split of `len` items over `workers`, as [`Balance::even`].
+    pub fn even(len: usize, workers: usize, granule: usize) -> Self {
+        let workers = workers.max(1);
+        Self {
+            copies: (0..workers)
+                .map(|_| Mutex::new(SplitCopy::even(len, workers, granule)))
+                .collect(),
+            busy: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// `worker`'s copy; only that worker takes it while the team runs.
+    pub fn copy(&self, worker: usize) -> MutexGuard<'_, SplitCopy> {
+        self.copies[worker]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `nanos` to `worker`'s busy total.
+    pub fn add_busy(&self, worker: usize, nanos: u64) {
+        self.busy[worker].fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Every worker's busy total, for [`SplitCopy::rebalance`] (under its rules on when).
+    pub fn busy(&self) -> &[AtomicU64] {
+        &self.busy
     }
 }
 

@@ -12,7 +12,7 @@ use gru_core::{
 };
 use wide::f32x8;
 
-use crate::balance::{Balance, BusyClock, SplitCopy};
+use crate::balance::{Balance, BusyClock, WorkerSplits};
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
@@ -332,25 +332,19 @@ struct CarriedSplit {
     panels: Option<PanelSplit>,
 }
 
-/// The panels' split: each worker's copy and the busy totals the copies follow, and the steps
-/// run so far, which set when the next rebalance comes.
+/// The panels' split, and the steps run so far, which set when the next rebalance comes. A
+/// worker adds to its busy total only at a rebalance, and adds again only after the barriers
+/// of the following steps, which every worker passes after reading all totals.
 #[derive(Debug)]
 struct PanelSplit {
-    copies: Vec<Mutex<SplitCopy>>,
-    /// Each worker's busy nanoseconds on its panels. A worker adds to its total only at a
-    /// rebalance, and adds again only after the barriers of the following steps, which every
-    /// worker passes after reading all totals.
-    busy: Vec<AtomicU64>,
+    split: WorkerSplits,
     steps: usize,
 }
 
 impl PanelSplit {
     fn even(panels: usize, threads: usize) -> Self {
         Self {
-            copies: (0..threads)
-                .map(|_| Mutex::new(SplitCopy::even(panels, threads, 1)))
-                .collect(),
-            busy: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            split: WorkerSplits::even(panels, threads, 1),
             steps: 0,
         }
     }
@@ -606,13 +600,13 @@ impl DirectionRun<'_> {
         let threads = self.workers.threads();
         let steps = self.steps();
         let chunk_len = self.chunk_len(batch, steps);
-        let (copies, busy, earlier_steps) = (&split.copies, &split.busy, split.steps);
+        let (shared, earlier_steps) = (&split.split, split.steps);
         for s0 in (0..steps).step_by(chunk_len) {
             let n = chunk_len.min(steps - s0);
             self.fill_chunk(chunk, &(0..batch), s0, n);
             let chunk = &*chunk;
             self.workers.run(&|worker, barrier| {
-                let mut split = copies[worker].lock().unwrap_or_else(|e| e.into_inner());
+                let mut split = shared.copy(worker);
                 project(
                     layer,
                     &chunk.gathered,
@@ -647,9 +641,9 @@ impl DirectionRun<'_> {
                     if let Some(clock) = &clock
                         && (earlier_steps + s + 1).is_multiple_of(REBALANCE_STEPS)
                     {
-                        busy[worker].fetch_add(clock.take_nanos(), Ordering::Relaxed);
+                        shared.add_busy(worker, clock.take_nanos());
                         clock.wait(barrier);
-                        split.rebalance(busy);
+                        split.rebalance(shared.busy());
                     }
                 }
             });

@@ -1,13 +1,10 @@
 //! Streaming: one time step per call with the state carried, for models that run forward in
 //! time only. After [`SimdModel::stream`] has allocated the state, a step allocates nothing.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use gru_core::{Cell, Error, RecurrentKernel, Result};
 use wide::f32x8;
 
-use crate::balance::{BusyClock, SplitCopy};
+use crate::balance::{BusyClock, WorkerSplits};
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::sequence::{REBALANCE_STEPS, SimdModel};
@@ -25,13 +22,11 @@ struct LayerState {
     /// projects and then reads back only its own panels, so no barrier is needed between the
     /// projection and the recurrent product.
     projection: Vec<SharedVectors>,
-    /// Each worker's copy of how the panels are split, updated every [`REBALANCE_STEPS`]
-    /// steps. Against a fixed split (2 threads, medians of eight alternating rounds of
+    /// How the panels are split, updated every [`REBALANCE_STEPS`] steps from the
+    /// nanoseconds each worker has spent on this layer outside barriers since the stream
+    /// began. Against a fixed split (2 threads, medians of eight alternating rounds of
     /// `gru bench --mode step`): GRU +3 % (I = H = 256), +2 % (512); LSTM +6 %, −3 %.
-    split: Vec<Mutex<SplitCopy>>,
-    /// Nanoseconds each worker has spent on this layer outside barriers, since the stream
-    /// began; only that worker adds to its own.
-    busy: Vec<AtomicU64>,
+    split: WorkerSplits,
 }
 
 /// A batch of sequences advanced one step at a time through a [`SimdModel`].
@@ -80,10 +75,7 @@ impl SimdModel {
                     projection: (0..threads)
                         .map(|_| SharedVectors::zeros(len * layer.gates()))
                         .collect(),
-                    split: (0..threads)
-                        .map(|_| Mutex::new(SplitCopy::even(layer.panels(), threads, 1)))
-                        .collect(),
-                    busy: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+                    split: WorkerSplits::even(layer.panels(), threads, 1),
                 }
             })
             .collect();
@@ -124,9 +116,7 @@ impl Stream<'_> {
             let mut input: &[f32] = x;
             let mut input_stride = config.input_size;
             for (packed, state) in model.layers().iter().zip(layers) {
-                let mut split = state.split[worker]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut split = state.split.copy(worker);
                 let panels = split.part(worker);
                 // One worker has nothing to balance: no clock reads.
                 let clock = (threads > 1).then(BusyClock::start);
@@ -166,13 +156,13 @@ impl Stream<'_> {
                     );
                 }
                 if let Some(clock) = &clock {
-                    state.busy[worker].fetch_add(clock.take_nanos(), Ordering::Relaxed);
+                    state.split.add_busy(worker, clock.take_nanos());
                 }
                 barrier.wait();
                 if rebalance {
                     // Every worker added its time before the barrier, and none adds again
                     // before this run is over.
-                    split.rebalance(&state.busy);
+                    split.rebalance(state.split.busy());
                 }
                 // SAFETY: every worker finished writing `next` before the barrier above; it
                 // is next written a step later, after further barriers.
