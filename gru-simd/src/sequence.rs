@@ -74,6 +74,12 @@ pub(crate) const REBALANCE_STEPS: usize = 8;
 /// A model packed for the SIMD kernels: GRU (both variants) or LSTM, any number of layers, one
 /// or two directions. Implements [`RecurrentKernel`]; see also [`SimdModel::stream`].
 ///
+/// A model owns its packed weights, its workers and the buffers its calls reuse. It is `Send`
+/// and `Sync`: [`forward`](RecurrentKernel::forward) takes `&mut self`, and streams borrow the
+/// model shared, so several threads may each step their own [`Stream`](crate::Stream) of one
+/// model at once. Their steps then take turns on the model's workers; streams that should run
+/// side by side are better one stream of a larger batch, or models of their own.
+///
 /// ```
 /// use gru_core::{CellKind, GruVariant, LayerWeights, RecurrentKernel, SequenceInput};
 /// let weights = LayerWeights::new(CellKind::Gru, 4, 16, vec![0.01; 3 * 16 * 4], vec![0.02; 3 * 16 * 16], None, None)?;

@@ -31,6 +31,9 @@ struct LayerState {
 
 /// A batch of sequences advanced one step at a time through a [`SimdModel`].
 ///
+/// Each stream carries its own state; any number of streams may borrow one model, from any
+/// threads. Steps of streams on the same model run one at a time, on the model's workers.
+///
 /// ```
 /// use gru_core::{CellKind, GruVariant, LayerWeights};
 /// let weights = LayerWeights::new(CellKind::Gru, 3, 8, vec![0.1; 72], vec![0.05; 192], None, None)?;

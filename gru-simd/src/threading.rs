@@ -106,9 +106,9 @@ struct TeamShared {
 }
 
 #[cfg(feature = "rayon")]
-// SAFETY: `job` is written only by the caller of `run` while no team thread reads it (before a
-// generation is published and after every thread reported completion); everything else is
-// atomic. The erased closure is `Sync`, so calling it from several threads is allowed.
+// SAFETY: `job` is written only by the caller of `run`, one at a time (`Team::turn`), while no
+// team thread reads it (before a generation is published and after every thread reported
+// completion); everything else is atomic. The erased closure is `Sync`, so calling it from several threads is allowed.
 unsafe impl Sync for TeamShared {}
 #[cfg(feature = "rayon")]
 // SAFETY: as above; the raw pointer is a borrowed reference in disguise.
@@ -125,8 +125,14 @@ unsafe impl Send for TeamShared {}
 /// barriers needs every worker running at once, which only a dedicated team guarantees.
 /// Measured here (`gru bench --shapes 64:100:256:256`, 2 threads): with the projection on
 /// rayon tasks beside a spinning team, 108 GFLOP/s; with everything on the team, 174.
+///
+/// One job runs at a time: `Workers` is `Sync`, so streams started from one shared model may
+/// call [`Workers::run`] from several threads at once, and their jobs take turns (`turn`).
+/// Two jobs published together would share one `job` slot and one barrier, and deadlock.
 struct Team {
     shared: Arc<TeamShared>,
+    /// Held for the whole of a run.
+    turn: std::sync::Mutex<()>,
     _pool: rayon::ThreadPool,
 }
 
@@ -176,6 +182,7 @@ impl Team {
         }
         Ok(Self {
             shared,
+            turn: std::sync::Mutex::new(()),
             _pool: pool,
         })
     }
@@ -193,6 +200,12 @@ impl Team {
     }
 
     fn run(&self, work: &(dyn Fn(usize, &SpinBarrier) + Sync)) {
+        // A job that panicked poisons the lock; the team itself is consistent again once
+        // `WaitForTeam` has returned (declared below, so dropped before this guard).
+        let _turn = self
+            .turn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let shared = &*self.shared;
         // SAFETY: only the lifetime is erased. The pointer is published below and withdrawn
         // before this function returns or unwinds (by `WaitForTeam`), and the team threads
@@ -202,7 +215,8 @@ impl Team {
                 std::ptr::from_ref(work),
             )
         };
-        // SAFETY: no team thread reads `job` now: the previous run waited for all of them.
+        // SAFETY: no team thread reads `job` now: the previous run waited for all of them
+        // before releasing `turn`, and no other run can start while this one holds it.
         unsafe { *shared.job.get() = Some(erased) };
         shared.finished.store(0, Ordering::Relaxed);
         shared.generation.fetch_add(1, Ordering::Release);
@@ -336,7 +350,7 @@ impl Workers {
     }
 
     /// Runs `work(worker, barrier)` on every worker at once and returns when all are done.
-    /// Allocates nothing.
+    /// Allocates nothing. Calls from several threads at once run one after the other.
     pub fn run(&self, work: &(dyn Fn(usize, &SpinBarrier) + Sync)) {
         #[cfg(feature = "rayon")]
         if let Some(team) = &self.team {
@@ -514,6 +528,36 @@ mod tests {
                 }
             });
         }
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn jobs_from_several_threads_at_once_take_turns() {
+        let workers = Workers::new(2).unwrap();
+        let start = std::sync::Barrier::new(3);
+        std::thread::scope(|scope| {
+            for caller in 0..3 {
+                let (workers, start) = (&workers, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    for job in 0..1000 {
+                        // Both workers run each job, and meet only each other at its barrier:
+                        // jobs that shared the team would mix their counts.
+                        let count = AtomicUsize::new(0);
+                        workers.run(&|_, barrier| {
+                            for round in 1..=5 {
+                                count.fetch_add(1, Ordering::Relaxed);
+                                barrier.wait();
+                                let seen = count.load(Ordering::Relaxed);
+                                assert_eq!(seen, 2 * round, "caller {caller}, job {job}");
+                                barrier.wait();
+                            }
+                        });
+                        assert_eq!(count.into_inner(), 10);
+                    }
+                });
+            }
+        });
     }
 
     #[test]
