@@ -81,6 +81,16 @@ impl SpinBarrier {
     fn poison(&self) {
         self.poisoned.store(true, Ordering::Relaxed);
     }
+
+    /// Back to new, for the next job, while no party is inside `wait`. A job that ended in a
+    /// panic can leave arrivals counted (the parties that waited for the one that panicked)
+    /// and the poison set; the next job's first round would then open before all its parties
+    /// arrived.
+    #[cfg(feature = "rayon")]
+    fn reset(&self) {
+        self.arrived.store(0, Ordering::Relaxed);
+        self.poisoned.store(false, Ordering::Relaxed);
+    }
 }
 
 #[cfg(feature = "rayon")]
@@ -218,6 +228,9 @@ impl Team {
         // SAFETY: no team thread reads `job` now: the previous run waited for all of them
         // before releasing `turn`, and no other run can start while this one holds it.
         unsafe { *shared.job.get() = Some(erased) };
+        // Also no thread is at the barrier; the generation published below orders this reset
+        // before their first `wait`.
+        shared.barrier.reset();
         shared.finished.store(0, Ordering::Relaxed);
         shared.generation.fetch_add(1, Ordering::Release);
         self.unpark_all();
@@ -524,6 +537,38 @@ mod tests {
                     counter.fetch_add(1, Ordering::Relaxed);
                     barrier.wait();
                     assert_eq!(counter.load(Ordering::Relaxed), 3 * (100 * job + round + 1));
+                    barrier.wait();
+                }
+            });
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn a_job_after_a_panic_gets_a_working_barrier() {
+        let workers = Workers::new(2).unwrap();
+        for _ in 0..20 {
+            // Worker 0 waits at the barrier, worker 1 never comes: the run ends in a panic
+            // with worker 0's arrival counted and the barrier poisoned.
+            let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                workers.run(&|worker, barrier| {
+                    if worker == 1 {
+                        panic!("worker 1 fails before the barrier");
+                    }
+                    barrier.wait();
+                });
+            }));
+            assert!(failed.is_err());
+            // The next job must find the barrier as new: every round waits for both.
+            let count = AtomicUsize::new(0);
+            workers.run(&|worker, barrier| {
+                for round in 1..=50 {
+                    if worker == 1 {
+                        std::thread::yield_now();
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                    barrier.wait();
+                    assert_eq!(count.load(Ordering::Relaxed), 2 * round);
                     barrier.wait();
                 }
             });
