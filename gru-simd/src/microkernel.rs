@@ -44,8 +44,12 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
     }
     let inputs = rows;
     // One slice per panel covering exactly its k_len strided rows (checked here, once per
-    // tile), which the loop below indexes within.
-    let span = (k_len - 1) * k_stride + G;
+    // tile), which the loop below indexes within. Checked arithmetic: a span that wrapped
+    // around would let `k·k_stride` below run past the slice.
+    let span = (k_len - 1)
+        .checked_mul(k_stride)
+        .and_then(|last| last.checked_add(G))
+        .expect("a panel's span fits in usize");
     let mut panels: [&[f32x8]; NR] = [&[]; NR];
     for j in 0..NR {
         panels[j] = &weights[panel_starts[j]..panel_starts[j] + span];
@@ -225,6 +229,17 @@ mod tests {
             check::<2, 2, 3>(k_len);
             check::<1, 2, 4>(k_len);
         }
+    }
+
+    /// `(k_len − 1)·k_stride` past `usize::MAX` wrapped around to a short span in a release
+    /// build, and the unchecked loads then read far outside `weights`.
+    #[test]
+    #[should_panic(expected = "span fits in usize")]
+    fn a_stride_whose_span_overflows_panics() {
+        let weights = [f32x8::ONE; 4];
+        let inputs = [1.0f32; 3];
+        let zero = [[[f32x8::ZERO; 1]; 1]; 1];
+        accumulate_tile::<1, 1, 1>(zero, [&inputs], &weights, [0], 1 << (usize::BITS - 1), 3);
     }
 
     #[test]
