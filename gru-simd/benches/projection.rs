@@ -101,7 +101,8 @@ fn projection(c: &mut Criterion) {
 
         let out = SharedVectors::zeros(rows * 3 * layer.panels());
         group.bench_function(BenchmarkId::new("panels", &id), |b| {
-            b.iter(|| {
+            // SAFETY: one thread; nothing else touches `out`.
+            b.iter(|| unsafe {
                 project(
                     &layer,
                     black_box(&x),

@@ -11,11 +11,20 @@ use crate::activation::{sigmoid, tanh};
 use crate::threading::SharedVectors;
 
 /// What a tile of `G` interleaved gates starts from and how it is finished.
+///
+/// An epilogue writes its results into [`SharedVectors`] that several workers share, each
+/// cell by one worker between two barriers; `finish` is `unsafe` because only its caller can
+/// know that no one else touches those cells meanwhile.
 pub trait TileEpilogue<const G: usize>: Sync {
     /// The accumulators' starting values for (`row`, `panel`).
     fn init(&self, row: usize, panel: usize) -> [f32x8; G];
     /// Finishes (`row`, `panel`) from its accumulators and stores the results.
-    fn finish(&self, row: usize, panel: usize, acc: [f32x8; G]);
+    ///
+    /// # Safety
+    /// While it runs, no other thread may read or write the cells of (`row`, `panel`) in the
+    /// shared buffers this epilogue writes or reads back (`h_next`, `c`, the gates kept
+    /// between the halves of a step, the projection's `out`).
+    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; G]);
 }
 
 /// Buffers every epilogue of one step reads. Rows are `panels` vectors apart in the states
@@ -90,7 +99,7 @@ impl TileEpilogue<3> for GruResetAfter<'_> {
     }
 
     #[inline(always)]
-    fn finish(&self, row: usize, panel: usize, [r, z, hn]: [f32x8; 3]) {
+    unsafe fn finish(&self, row: usize, panel: usize, [r, z, hn]: [f32x8; 3]) {
         let (index, h) = self.step.state(row, panel);
         let h_new = if self.step.is_active(row) {
             let n = tanh(sigmoid(r).mul_add(hn, self.step.projected(row, panel, 2)));
@@ -98,8 +107,7 @@ impl TileEpilogue<3> for GruResetAfter<'_> {
         } else {
             h
         };
-        // SAFETY: each (row, panel) belongs to exactly one tile of one worker in a step, and
-        // `h_next` is read only after the step's barrier.
+        // SAFETY: the caller has (row, panel) to itself (see `finish`).
         unsafe { self.h_next.write(index, h_new) };
     }
 }
@@ -124,10 +132,9 @@ impl TileEpilogue<2> for GruResetBeforeGates<'_> {
     }
 
     #[inline(always)]
-    fn finish(&self, row: usize, panel: usize, [r, z]: [f32x8; 2]) {
+    unsafe fn finish(&self, row: usize, panel: usize, [r, z]: [f32x8; 2]) {
         let (index, h) = self.step.state(row, panel);
-        // SAFETY: each (row, panel) belongs to one tile of one worker; both buffers are read
-        // only after the barrier that ends this half of the step.
+        // SAFETY: the caller has (row, panel) to itself (see `finish`).
         unsafe {
             self.z.write(index, sigmoid(z));
             self.reset_state.write(index, sigmoid(r) * h);
@@ -152,14 +159,14 @@ impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
     }
 
     #[inline(always)]
-    fn finish(&self, row: usize, panel: usize, [n]: [f32x8; 1]) {
+    unsafe fn finish(&self, row: usize, panel: usize, [n]: [f32x8; 1]) {
         let (index, h) = self.step.state(row, panel);
         let h_new = if self.step.is_active(row) {
             blend(self.z[self.step.own_rows_index(index)], tanh(n), h)
         } else {
             h
         };
-        // SAFETY: as for `GruResetAfter`: one writer per (row, panel), read after the barrier.
+        // SAFETY: the caller has (row, panel) to itself (see `finish`).
         unsafe { self.h_next.write(index, h_new) };
     }
 }
@@ -184,10 +191,9 @@ impl TileEpilogue<2> for LstmInputForget<'_> {
     }
 
     #[inline(always)]
-    fn finish(&self, row: usize, panel: usize, [i, f]: [f32x8; 2]) {
+    unsafe fn finish(&self, row: usize, panel: usize, [i, f]: [f32x8; 2]) {
         let index = row * self.step.panels + panel;
-        // SAFETY: each (row, panel) belongs to one tile of one worker, and the same worker's
-        // second half is the only reader.
+        // SAFETY: the caller has (row, panel) to itself (see `finish`).
         unsafe {
             self.input_gate.write(index, sigmoid(i));
             self.forget_gate.write(index, sigmoid(f));
@@ -220,15 +226,14 @@ impl TileEpilogue<2> for LstmCell<'_> {
     }
 
     #[inline(always)]
-    fn finish(&self, row: usize, panel: usize, [g, o]: [f32x8; 2]) {
+    unsafe fn finish(&self, row: usize, panel: usize, [g, o]: [f32x8; 2]) {
         let (index, h) = self.step.state(row, panel);
         if !self.step.is_active(row) {
-            // SAFETY: one writer per (row, panel), read after the barrier.
+            // SAFETY: the caller has (row, panel) to itself (see `finish`).
             unsafe { self.h_next.write(index, h) };
             return;
         }
-        // SAFETY: this tile is the only reader and writer of these cells in this half step:
-        // the gates were written by this worker's first half, `c` belongs to this tile.
+        // SAFETY: the caller has (row, panel) to itself, in these three buffers too.
         let (i, f, c) = unsafe {
             (
                 self.input_gate.read(index..index + 1)[0],
@@ -237,7 +242,7 @@ impl TileEpilogue<2> for LstmCell<'_> {
             )
         };
         let c_new = f.mul_add(c, i * tanh(g));
-        // SAFETY: as above for `c`; `h_next` has one writer per (row, panel).
+        // SAFETY: as above.
         unsafe {
             self.c.write(index, c_new);
             self.h_next.write(index, sigmoid(o) * tanh(c_new));
@@ -267,15 +272,14 @@ impl<const G: usize> TileEpilogue<G> for Projection<'_, G> {
     }
 
     #[inline(always)]
-    fn finish(&self, row: usize, panel: usize, acc: [f32x8; G]) {
+    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; G]) {
         let base = (row * self.panels + panel) * self.gates + self.first_gate;
         // Indexed, not `acc.into_iter()`: the array iterator was compiled into stack copies
         // with overlapping unaligned reloads, which cost a one-row projection (B = 1,
         // I = 8, H = 256) 2.2 µs.
         #[allow(clippy::needless_range_loop)]
         for g in 0..G {
-            // SAFETY: one writer per (row, panel); read by the same worker's recurrent tiles
-            // of the same panels, or after a barrier.
+            // SAFETY: the caller has (row, panel) to itself (see `finish`).
             unsafe { self.out.write(base + g, acc[g]) };
         }
     }
@@ -335,7 +339,8 @@ mod tests {
             (r0.to_array(), z0.to_array(), n0.to_array()),
             (x_r.to_array(), x_z.to_array(), b_hn.to_array())
         );
-        epi.finish(0, 0, [r0 + hr, z0 + hz, n0 + hn]);
+        // SAFETY: single-threaded test.
+        unsafe { epi.finish(0, 0, [r0 + hr, z0 + hz, n0 + hn]) };
         let f = |a: f32x8, u: usize| f64::from(a.to_array()[u]);
         // SAFETY: single-threaded test.
         let got = unsafe { h_next.read(0..1)[0] };
@@ -384,8 +389,11 @@ mod tests {
             h_next: &h_next,
         };
         for row in 0..2 {
-            first.finish(row, 0, first.init(row, 0));
-            second.finish(row, 0, second.init(row, 0));
+            // SAFETY: single-threaded test.
+            unsafe {
+                first.finish(row, 0, first.init(row, 0));
+                second.finish(row, 0, second.init(row, 0));
+            }
         }
         let f = |a: f32x8, u: usize| f64::from(a.to_array()[u]);
         // SAFETY: single-threaded test.
@@ -424,7 +432,8 @@ mod tests {
             z: &z,
             reset_state: &reset_state,
         };
-        gates.finish(0, 0, gates.init(0, 0)); // W_hr h = W_hz h = 0
+        // SAFETY: single-threaded test. W_hr h = W_hz h = 0.
+        unsafe { gates.finish(0, 0, gates.init(0, 0)) };
         // SAFETY: single-threaded test.
         let z_now = unsafe { z.read(0..1) };
         let candidate = GruResetBeforeCandidate {
@@ -432,7 +441,8 @@ mod tests {
             z: z_now,
             h_next: &h_next,
         };
-        candidate.finish(0, 0, candidate.init(0, 0)); // W_hn (r ⊙ h) = 0
+        // SAFETY: single-threaded test. W_hn (r ⊙ h) = 0.
+        unsafe { candidate.finish(0, 0, candidate.init(0, 0)) };
         let f = |a: f32x8, u: usize| f64::from(a.to_array()[u]);
         // SAFETY: single-threaded test.
         let (got, rh) = unsafe { (h_next.read(0..1)[0], reset_state.read(0..1)[0]) };

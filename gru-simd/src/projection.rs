@@ -21,12 +21,13 @@ use crate::tiles::{PanelWeights, run_tiles};
 /// Writes `out[r] = bias + x[r]·W_ihᵀ` for the given `rows × panels`, where row `r` of the input
 /// is `x[r·x_stride..][..I]` and row `r` of `out` is `G·panels` vectors in panel order.
 ///
-/// Each (row, panel) of `out` is written by exactly one call; the caller must make sure no one
-/// else reads or writes those vectors meanwhile.
+/// # Safety
+/// While it runs, no other thread may read or write the vectors of `out` that belong to
+/// `rows × panels`.
 ///
 /// # Panics
 /// If `x` or `out` is too short for `rows`.
-pub fn project(
+pub unsafe fn project(
     layer: &PackedLayer,
     x: &[f32],
     x_stride: usize,
@@ -38,12 +39,14 @@ pub fn project(
     for pack in layer.input() {
         let (rows, panels) = (rows.clone(), panels.clone());
         match pack.gate_count() {
-            3 => {
+            // SAFETY: the caller's rows and panels, which it has to itself.
+            3 => unsafe {
                 project_pack::<3, 4, 4, 2>(layer, pack, first_gate, x, x_stride, out, rows, panels)
-            }
-            2 => {
+            },
+            // SAFETY: as above.
+            2 => unsafe {
                 project_pack::<2, 6, 6, 3>(layer, pack, first_gate, x, x_stride, out, rows, panels)
-            }
+            },
             g => unreachable!("input packs hold 3 or 2 gates, not {g}"),
         }
         first_gate += pack.gate_count();
@@ -58,8 +61,11 @@ pub fn project(
 /// One pack of four allowed tiles of only 2 rows (3 × 4 spilled registers): on one thread,
 /// best of 30, its projection ran at 38–45 GFLOP/s with 3 × 4 and 62–69 with 2 × 4; the two
 /// packs of 6 × 2 then gained another 3–23 % on the whole LSTM.
+///
+/// # Safety
+/// As [`project`].
 #[allow(clippy::too_many_arguments)]
-fn project_pack<
+unsafe fn project_pack<
     const G: usize,
     const ROWS: usize,
     const PANELS: usize,
@@ -83,14 +89,17 @@ fn project_pack<
     };
     // `run_tiles` takes the inputs from the first row on (empty when there are no rows).
     let x = x.get(rows.start * x_stride..).unwrap_or_default();
-    run_tiles::<G, ROWS, PANELS, PAIR_PANELS, _>(
-        &epilogue,
-        PanelWeights::input(pack),
-        x,
-        x_stride,
-        rows,
-        panels,
-    );
+    // SAFETY: the caller has these rows and panels of `out`, all that `epilogue` writes.
+    unsafe {
+        run_tiles::<G, ROWS, PANELS, PAIR_PANELS, _>(
+            &epilogue,
+            PanelWeights::input(pack),
+            x,
+            x_stride,
+            rows,
+            panels,
+        );
+    }
 }
 
 #[cfg(test)]
@@ -132,19 +141,16 @@ mod tests {
                     let projection = SharedVectors::zeros(batch * gates * panels);
                     let half_rows = batch / 2;
                     let half_panels = panels / 2;
-                    if batch % 2 == 0 {
-                        project(&layer, &x, stride, &projection, 0..half_rows, 0..panels);
-                        project(&layer, &x, stride, &projection, half_rows..batch, 0..panels);
-                    } else {
-                        project(&layer, &x, stride, &projection, 0..batch, 0..half_panels);
-                        project(
-                            &layer,
-                            &x,
-                            stride,
-                            &projection,
-                            0..batch,
-                            half_panels..panels,
-                        );
+                    let out = &projection;
+                    // SAFETY: single-threaded test.
+                    unsafe {
+                        if batch % 2 == 0 {
+                            project(&layer, &x, stride, out, 0..half_rows, 0..panels);
+                            project(&layer, &x, stride, out, half_rows..batch, 0..panels);
+                        } else {
+                            project(&layer, &x, stride, out, 0..batch, 0..half_panels);
+                            project(&layer, &x, stride, out, 0..batch, half_panels..panels);
+                        }
                     }
                     // SAFETY: single-threaded test, all writes done.
                     let flat: &[f32] =

@@ -548,14 +548,17 @@ impl DirectionRun<'_> {
                 let rows = balance.part(worker);
                 let clock = BusyClock::start();
                 self.fill_chunk(&mut chunk, &rows, s0, n);
-                project(
-                    layer,
-                    &chunk.gathered,
-                    input_size,
-                    &chunk.projection,
-                    0..n * rows.len(),
-                    0..panels,
-                );
+                // SAFETY: these chunk buffers are this worker's alone (it holds their lock).
+                unsafe {
+                    project(
+                        layer,
+                        &chunk.gathered,
+                        input_size,
+                        &chunk.projection,
+                        0..n * rows.len(),
+                        0..panels,
+                    );
+                }
                 // SAFETY: only this worker touches its chunk buffers, and its writes are done.
                 let projection = unsafe { chunk.projection.read(0..n * rows.len() * width) };
                 let count = rows.len();
@@ -613,14 +616,19 @@ impl DirectionRun<'_> {
             let chunk = &*chunk;
             self.workers.run(&|worker, barrier| {
                 let mut split = shared.copy(worker);
-                project(
-                    layer,
-                    &chunk.gathered,
-                    input_size,
-                    &chunk.projection,
-                    0..n * batch,
-                    split.part(worker),
-                );
+                // SAFETY: the workers' copies of the split are alike (each rebalances its own
+                // from the same totals, after the same barrier), so each projects its own
+                // panels; nobody reads the projection before the barrier below.
+                unsafe {
+                    project(
+                        layer,
+                        &chunk.gathered,
+                        input_size,
+                        &chunk.projection,
+                        0..n * batch,
+                        split.part(worker),
+                    );
+                }
                 barrier.wait();
                 // SAFETY: every worker's panels were written before the barrier; nothing
                 // writes the projection again in this run.
@@ -684,17 +692,23 @@ impl DirectionRun<'_> {
         // during this step: this step writes `next`, and a worker on other rows that is a step
         // ahead or behind writes only its own rows.
         let h_prev = unsafe { prev.read(rows.start * all_panels..rows.end * all_panels) };
-        recurrent_step(
-            layer,
-            &state.scratch,
-            projection,
-            active,
-            h_prev,
-            next,
-            rows.clone(),
-            panels.clone(),
-            sync,
-        );
+        // SAFETY: split by rows, no other worker has these rows for the whole chunk; split by
+        // panels, every worker steps all rows, each its own part of one split, `sync` is a
+        // barrier of all of them, and the step ends with it (below) before anyone touches
+        // `next` or the scratch again.
+        unsafe {
+            recurrent_step(
+                layer,
+                &state.scratch,
+                projection,
+                active,
+                h_prev,
+                next,
+                rows.clone(),
+                panels.clone(),
+                sync,
+            );
+        }
         // This worker's rows and units of the new state, to the output.
         for b in rows {
             if s < self.input.valid_len(b) && !units.is_empty() {

@@ -133,8 +133,16 @@ fn as_floats(h: &[f32x8]) -> &[f32] {
 /// `rows.start` on; `h_next` and `scratch` hold every row.
 /// `sync` is called between the two halves of a reset-before step; with panels split over
 /// workers it must be a barrier.
+///
+/// # Safety
+/// While it runs, no other thread may read or write the vectors of `h_next` and `scratch`
+/// that belong to `rows × panels`. When several threads step the same `rows`, each on its own
+/// `panels`, `sync` must be a barrier of all of them (the second half of a reset-before step
+/// reads every panel of `scratch.z` and `scratch.reset_state` in `rows`), and nobody else may
+/// touch those rows of `scratch` until the last of them has returned. When no one else steps
+/// `rows`, `sync` may do nothing.
 #[allow(clippy::too_many_arguments)]
-pub fn recurrent_step(
+pub unsafe fn recurrent_step(
     layer: &PackedLayer,
     scratch: &CellScratch,
     projection: &[f32x8],
@@ -162,14 +170,17 @@ pub fn recurrent_step(
                 hn_bias: layer.hn_bias(),
                 h_next,
             };
-            run_tiles::<3, 4, 4, 2, _>(
-                &epilogue,
-                recurrent,
-                as_floats(h_prev),
-                stride,
-                rows,
-                panels,
-            );
+            // SAFETY: the caller has `rows × panels` of `h_next`.
+            unsafe {
+                run_tiles::<3, 4, 4, 2, _>(
+                    &epilogue,
+                    recurrent,
+                    as_floats(h_prev),
+                    stride,
+                    rows,
+                    panels,
+                );
+            }
         }
         Cell::Gru(GruVariant::ResetBefore) => {
             let gates = GruResetBeforeGates {
@@ -177,18 +188,22 @@ pub fn recurrent_step(
                 z: &scratch.z,
                 reset_state: &scratch.reset_state,
             };
-            run_tiles::<2, 6, 6, 3, _>(
-                &gates,
-                recurrent,
-                as_floats(h_prev),
-                stride,
-                rows.clone(),
-                panels.clone(),
-            );
+            // SAFETY: the caller has `rows × panels` of `scratch`.
+            unsafe {
+                run_tiles::<2, 6, 6, 3, _>(
+                    &gates,
+                    recurrent,
+                    as_floats(h_prev),
+                    stride,
+                    rows.clone(),
+                    panels.clone(),
+                );
+            }
             sync();
-            // SAFETY: the first half wrote `z` and `r ⊙ h` of these rows before `sync`; nobody
-            // writes them again until the barrier that ends this step.
             let own_rows = rows.start * layer.panels()..rows.end * layer.panels();
+            // SAFETY: every thread stepping these rows wrote its panels of `z` and `r ⊙ h`
+            // before `sync`, and nobody writes them again before all have returned (the
+            // caller's contract).
             let (z, reset_state) = unsafe {
                 (
                     scratch.z.read(own_rows.clone()),
@@ -199,14 +214,17 @@ pub fn recurrent_step(
             let n_pack = layer
                 .recurrent_second()
                 .expect("a reset-before layer has an n pack");
-            run_tiles::<1, 8, 8, 4, _>(
-                &candidate,
-                PanelWeights::recurrent(n_pack),
-                as_floats(reset_state),
-                stride,
-                rows,
-                panels,
-            );
+            // SAFETY: the caller has `rows × panels` of `h_next`.
+            unsafe {
+                run_tiles::<1, 8, 8, 4, _>(
+                    &candidate,
+                    PanelWeights::recurrent(n_pack),
+                    as_floats(reset_state),
+                    stride,
+                    rows,
+                    panels,
+                );
+            }
         }
         Cell::Lstm => {
             // Two passes of two gates each, six panels at a time, so that `σ(i)` and `σ(f)`
@@ -230,22 +248,26 @@ pub fn recurrent_step(
             let h = as_floats(h_prev);
             for group in panels.clone().step_by(LSTM_PANEL_GROUP) {
                 let group = group..(group + LSTM_PANEL_GROUP).min(panels.end);
-                run_tiles::<2, 6, 6, 3, _>(
-                    &first,
-                    recurrent,
-                    h,
-                    stride,
-                    rows.clone(),
-                    group.clone(),
-                );
-                run_tiles::<2, 6, 6, 3, _>(
-                    &second,
-                    PanelWeights::recurrent(pack),
-                    h,
-                    stride,
-                    rows.clone(),
-                    group,
-                );
+                // SAFETY: the group is within the caller's `panels`; the caller has
+                // `rows × panels` of `h_next` and `scratch`.
+                unsafe {
+                    run_tiles::<2, 6, 6, 3, _>(
+                        &first,
+                        recurrent,
+                        h,
+                        stride,
+                        rows.clone(),
+                        group.clone(),
+                    );
+                    run_tiles::<2, 6, 6, 3, _>(
+                        &second,
+                        PanelWeights::recurrent(pack),
+                        h,
+                        stride,
+                        rows.clone(),
+                        group,
+                    );
+                }
             }
         }
     }

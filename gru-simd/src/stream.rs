@@ -135,28 +135,36 @@ impl Stream<'_> {
                 // Each group's projection just before its product: both its panels of `W_ih`
                 // and of `W_hh` are then read while the other is still in cache.
                 for group in panel_groups(packed.cell(), panels, state.current) {
-                    project(
-                        packed,
-                        input,
-                        input_stride,
-                        projection,
-                        0..batch,
-                        group.clone(),
-                    );
-                    // SAFETY: this worker's projection buffer is touched by this worker only,
-                    // and its writes just above are done.
+                    // SAFETY: this worker's projection buffer is touched by this worker only.
+                    unsafe {
+                        project(
+                            packed,
+                            input,
+                            input_stride,
+                            projection,
+                            0..batch,
+                            group.clone(),
+                        );
+                    }
+                    // SAFETY: as above, and its writes just above are done.
                     let projection = unsafe { projection.read(0..projection.len()) };
-                    recurrent_step(
-                        packed,
-                        &state.scratch,
-                        projection,
-                        all_active,
-                        h_prev,
-                        next,
-                        0..batch,
-                        group,
-                        &sync,
-                    );
+                    // SAFETY: every worker steps all rows, each the panels of its own part of
+                    // one split (the copies are alike: each rebalances its own from the same
+                    // totals, after the same barrier); `sync` is a barrier of all of them, and
+                    // the layer ends with one before anyone touches `next` or the scratch again.
+                    unsafe {
+                        recurrent_step(
+                            packed,
+                            &state.scratch,
+                            projection,
+                            all_active,
+                            h_prev,
+                            next,
+                            0..batch,
+                            group,
+                            &sync,
+                        );
+                    }
                 }
                 if let Some(clock) = &clock {
                     state.split.add_busy(worker, clock.take_nanos());

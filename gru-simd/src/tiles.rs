@@ -59,9 +59,12 @@ impl<'a> PanelWeights<'a> {
 }
 
 /// One tile: starting values from the epilogue, the product, the epilogue.
+///
+/// # Safety
+/// As [`run_tiles`], for `rows × panels`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
+unsafe fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
     epilogue: &E,
     weights: &PanelWeights<'_>,
     inputs: [&[f32]; MR],
@@ -88,7 +91,8 @@ fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
     };
     for m in 0..MR {
         for j in 0..NR {
-            epilogue.finish(rows[m], panels[j], acc[m][j]);
+            // SAFETY: the caller has these rows and panels to itself.
+            unsafe { epilogue.finish(rows[m], panels[j], acc[m][j]) };
         }
     }
 }
@@ -115,7 +119,14 @@ fn rows_of<'x, const MR: usize>(
 /// accumulators to hide the FMA latency, and each pair streams the weights once for two rows.
 /// The pairs measured on the LSTM (six-row blocks) at B = 64 on one thread, four rows left
 /// over: 55 → 78 GFLOP/s at I = H = 256, 53 → 75 at 512 (medians of four alternating rounds).
-pub fn run_tiles<
+///
+/// # Safety
+/// While it runs, no other thread may touch the cells of `rows × panels` that `epilogue`
+/// writes or reads back (see [`TileEpilogue::finish`]).
+///
+/// # Panics
+/// If `inputs` is too short for `rows` or the weights for `panels`.
+pub unsafe fn run_tiles<
     const G: usize,
     const ROWS: usize,
     const PANELS: usize,
@@ -138,22 +149,31 @@ pub fn run_tiles<
     for p in panels.clone() {
         for first in (rows.start..blocked_end).step_by(ROWS) {
             let block: [usize; ROWS] = std::array::from_fn(|m| first + m);
-            tile::<G, ROWS, 1, E>(epilogue, &weights, rows_of(&row_of, block), block, [p]);
+            // SAFETY: these rows and this panel are within the caller's `rows × panels`.
+            unsafe {
+                tile::<G, ROWS, 1, E>(epilogue, &weights, rows_of(&row_of, block), block, [p]);
+            }
         }
     }
     let paired_end = blocked_end + (rows.end - blocked_end) / 2 * 2;
     for first in (blocked_end..paired_end).step_by(2) {
-        row_strip::<G, 2, PAIR_PANELS, E>(epilogue, &weights, &row_of, [first, first + 1], &panels);
+        let pair = [first, first + 1];
+        // SAFETY: these rows are within the caller's `rows`, across its `panels`.
+        unsafe { row_strip::<G, 2, PAIR_PANELS, E>(epilogue, &weights, &row_of, pair, &panels) };
     }
     for r in paired_end..rows.end {
-        row_strip::<G, 1, PANELS, E>(epilogue, &weights, &row_of, [r], &panels);
+        // SAFETY: as above.
+        unsafe { row_strip::<G, 1, PANELS, E>(epilogue, &weights, &row_of, [r], &panels) };
     }
 }
 
 /// The tiles of `MR` rows across `panels`: `NR` panels at a time, then the panels left over
 /// two at a time, then one.
+///
+/// # Safety
+/// As [`run_tiles`], for `rows × panels`.
 #[inline(always)]
-fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
+unsafe fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
     epilogue: &E,
     weights: &PanelWeights<'_>,
     row_of: &impl Fn(usize) -> &'x [f32],
@@ -163,17 +183,20 @@ fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: TileEpilog
     let mut p = panels.start;
     while p + NR <= panels.end {
         let group: [usize; NR] = std::array::from_fn(|j| p + j);
-        tile::<G, MR, NR, E>(epilogue, weights, rows_of(row_of, rows), rows, group);
+        // SAFETY: these panels are within the caller's `panels`, these rows its `rows`.
+        unsafe { tile::<G, MR, NR, E>(epilogue, weights, rows_of(row_of, rows), rows, group) };
         p += NR;
     }
     // The panels left over, two at a time where possible: a tile of one panel has too few
     // accumulators to hide the FMA latency.
     while NR > 2 && p + 2 <= panels.end {
-        tile::<G, MR, 2, E>(epilogue, weights, rows_of(row_of, rows), rows, [p, p + 1]);
+        // SAFETY: as above.
+        unsafe { tile::<G, MR, 2, E>(epilogue, weights, rows_of(row_of, rows), rows, [p, p + 1]) };
         p += 2;
     }
     for p in p..panels.end {
-        tile::<G, MR, 1, E>(epilogue, weights, rows_of(row_of, rows), rows, [p]);
+        // SAFETY: as above.
+        unsafe { tile::<G, MR, 1, E>(epilogue, weights, rows_of(row_of, rows), rows, [p]) };
     }
 }
 
@@ -226,14 +249,17 @@ mod tests {
                     first_gate: 0,
                     out: &out,
                 };
-                run_tiles::<3, 4, 4, 2, _>(
-                    &epilogue,
-                    PanelWeights::recurrent(layer.recurrent()),
-                    &h,
-                    stride,
-                    0..batch,
-                    0..panels,
-                );
+                // SAFETY: single-threaded test.
+                unsafe {
+                    run_tiles::<3, 4, 4, 2, _>(
+                        &epilogue,
+                        PanelWeights::recurrent(layer.recurrent()),
+                        &h,
+                        stride,
+                        0..batch,
+                        0..panels,
+                    );
+                }
                 // SAFETY: single-threaded test, all writes done.
                 let got: &[f32] = wide::bytemuck::cast_slice(unsafe { out.read(0..out.len()) });
                 for b in 0..batch {
