@@ -1,5 +1,6 @@
 //! The `gru` command's building blocks: the subcommands, the `.npy` helpers and the timing
 //! helpers. The binary in `main.rs` only parses arguments.
+#![forbid(unsafe_code)]
 
 pub mod commands;
 pub mod machine;

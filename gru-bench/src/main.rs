@@ -3,6 +3,7 @@
 
 // The doc comments below are the command's help text, where `[T, B, I]` is a shape, not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
