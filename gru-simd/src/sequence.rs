@@ -330,8 +330,11 @@ struct Workspace {
 /// How a layer direction's work was last split, carried from one call to the next, so that
 /// calls shorter than the balancing interval (a chunk of steps for rows, [`REBALANCE_STEPS`]
 /// for panels) still follow the workers' measured speeds instead of starting even each time.
+/// A split holds one part per worker, so it is carried only to calls with as many workers.
 #[derive(Debug, Default)]
 struct CarriedSplit {
+    /// The number of workers the splits below are for.
+    threads: usize,
     /// Split by rows: the batch size and the last split of its rows.
     rows: Option<(usize, Balance)>,
     /// Split by panels.
@@ -487,6 +490,14 @@ impl DirectionRun<'_> {
             ws.splits.resize_with(self.slot + 1, CarriedSplit::default);
         }
         let carried = &mut ws.splits[self.slot];
+        if carried.threads != threads {
+            // Parts for other workers (the model's threads were changed): a worker past their
+            // count would index out of them, and parts no worker has now would never run.
+            *carried = CarriedSplit {
+                threads,
+                ..CarriedSplit::default()
+            };
+        }
         let weight_vectors = layer.input_vectors() + layer.recurrent_vectors();
         if splits_by_rows(threads, batch, weight_vectors) {
             let last = carried

@@ -308,6 +308,32 @@ fn short_calls_that_carry_the_split_keep_their_results() {
 }
 
 #[test]
+fn calls_after_the_threads_change_keep_their_results() {
+    // The split carried from the last call has one part per worker: after `set_threads` it
+    // must not be reused. (It was: 3 → 2 and 2 → 1 threads silently left the parts of the
+    // missing workers unrun, 2 → 3 panicked.) Panels split (B = 1) and rows (B = 16).
+    if available(3) < 3 {
+        return;
+    }
+    for (k, &cell) in CELLS.iter().enumerate() {
+        let model = random_model(cell, 19, 40, 1, false, true, 80 + k as u64);
+        for b in [1, 16] {
+            let mut values = Values::new(81);
+            let t = 10;
+            let x = values.vec(t * b * 19, 3.0);
+            let input = SequenceInput::new(&x, t, b);
+            let one = output_bits(&SimdModel::new(&model).unwrap().forward(&input).unwrap());
+            let mut simd = SimdModel::with_threads(&model, 2).unwrap();
+            for threads in [2, 3, 2, 1, 2] {
+                simd.set_threads(threads).unwrap();
+                let out = simd.forward(&input).unwrap();
+                assert!(output_bits(&out) == one, "{cell:?} B={b} threads {threads}");
+            }
+        }
+    }
+}
+
+#[test]
 fn streaming_matches_the_sequence_forward() {
     for (k, &cell) in CELLS.iter().enumerate() {
         for threads in [1, 2] {
