@@ -118,7 +118,8 @@ struct TeamShared {
 #[cfg(feature = "rayon")]
 // SAFETY: `job` is written only by the caller of `run`, one at a time (`Team::turn`), while no
 // team thread reads it (before a generation is published and after every thread reported
-// completion); everything else is atomic. The erased closure is `Sync`, so calling it from several threads is allowed.
+// completion); everything else is atomic. The erased closure is `Sync`, so calling it from
+// several threads is allowed.
 unsafe impl Sync for TeamShared {}
 #[cfg(feature = "rayon")]
 // SAFETY: as above; the raw pointer is a borrowed reference in disguise.
