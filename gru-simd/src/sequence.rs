@@ -77,8 +77,9 @@ pub(crate) const REBALANCE_STEPS: usize = 8;
 /// A model owns its packed weights, its workers and the buffers its calls reuse. It is `Send`
 /// and `Sync`: [`forward`](RecurrentKernel::forward) takes `&mut self`, and streams borrow the
 /// model shared, so several threads may each step their own [`Stream`](crate::Stream) of one
-/// model at once. Their steps then take turns on the model's workers; streams that should run
-/// side by side are better one stream of a larger batch, or models of their own.
+/// model at once. With more than one worker, their steps then take turns on the model's
+/// workers; streams that should run side by side are better one stream of a larger batch, or
+/// models of their own.
 ///
 /// ```
 /// use gru_core::{CellKind, GruVariant, LayerWeights, RecurrentKernel, SequenceInput};

@@ -32,7 +32,8 @@ struct LayerState {
 /// A batch of sequences advanced one step at a time through a [`SimdModel`].
 ///
 /// Each stream carries its own state; any number of streams may borrow one model, from any
-/// threads. Steps of streams on the same model run one at a time, on the model's workers.
+/// threads. A model with one worker runs each step on the thread that calls it; with more,
+/// the steps of its streams take turns on its workers.
 ///
 /// ```
 /// use gru_core::{CellKind, GruVariant, LayerWeights};
