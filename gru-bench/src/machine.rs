@@ -82,3 +82,12 @@ pub fn read_bandwidth_per_thread(bytes: usize, threads: usize, seconds: f64) -> 
     });
     per_thread.iter().copied().fold(f64::INFINITY, f64::min)
 }
+
+/// Bytes of memory the system can still give this process without swapping: `MemAvailable`
+/// in `/proc/meminfo`. `None` where that is not available (other systems).
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}

@@ -105,6 +105,10 @@ fn bad_options_fail_with_one_line() {
             "--seconds",
             "0.01",
         ],
+        // More memory than any machine has (about 0.8 EB), and sizes whose product overflows:
+        // one line each, before any measuring, not an abort at the first allocation.
+        &["bench", "--shapes", "1000000:1000000:100000:100000"],
+        &["bench", "--shapes", "18446744073709551615:2:1:1"],
     ] {
         let out = gru(args);
         assert!(!out.status.success(), "{args:?}");

@@ -12,7 +12,7 @@ use gru_ref::ReferenceKernel;
 use gru_simd::SimdModel;
 
 use crate::CliError;
-use crate::machine::{fma_peak, read_bandwidth_per_thread};
+use crate::machine::{available_memory, fma_peak, read_bandwidth_per_thread};
 use crate::timing::median;
 
 /// One benchmark shape: batch `B`, sequence length `T`, input `I`, hidden `H`.
@@ -55,6 +55,31 @@ impl FromStr for Shape {
             [_, _, _, _] => Err(format!("`{s}`: every size must be at least 1")),
             _ => Err(format!("`{s}` is not B:T:I:H")),
         }
+    }
+}
+
+impl Shape {
+    /// Bytes a call of this shape keeps live for a cell of `gates` gates: the weights twice
+    /// (as given and packed), the input sequence and the output. `None` if that does not fit
+    /// in a `u64`.
+    pub fn bytes_needed(&self, gates: usize) -> Option<u64> {
+        let size = |n: usize| u64::try_from(n).ok();
+        let (b, t, i, h, g) = (
+            size(self.batch)?,
+            size(self.seq_len)?,
+            size(self.input)?,
+            size(self.hidden)?,
+            size(gates)?,
+        );
+        let weights = g
+            .checked_mul(h)?
+            .checked_mul(i.checked_add(h)?.checked_add(2)?)?;
+        let rows = t.checked_mul(b)?;
+        let sequences = rows.checked_mul(i.checked_add(h)?)?;
+        weights
+            .checked_mul(2)?
+            .checked_add(sequences)?
+            .checked_mul(4)
     }
 }
 
@@ -222,7 +247,16 @@ impl Measurement {
                 .parse::<f64>()
                 .map_err(|_| format!("`{k}` is not a number"))
         };
-        let size = |k: &str| -> Result<usize, String> { Ok(number(k)? as usize) };
+        let size = |k: &str| -> Result<usize, String> {
+            let n = number(k)?;
+            if n >= 1.0 && n.fract() == 0.0 && n <= u32::MAX as f64 {
+                Ok(n as usize)
+            } else {
+                Err(format!(
+                    "`{k}` must be a whole number of at least 1, not {n}"
+                ))
+            }
+        };
         let cell = match get("cell")?.as_str() {
             "gru" => CellKind::Gru,
             "lstm" => CellKind::Lstm,
@@ -251,7 +285,10 @@ impl Measurement {
                 hidden: size("hidden")?,
             },
             threads: size("threads")?,
-            seconds: number("seconds")?,
+            seconds: match number("seconds")? {
+                s if s.is_finite() && s > 0.0 => s,
+                s => return Err(format!("`seconds` must be a positive number, not {s}")),
+            },
         })
     }
 
@@ -462,6 +499,9 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
         .shapes
         .clone()
         .unwrap_or_else(|| default_shapes(options.mode));
+    // Also before measuring: a shape that does not fit in memory is an error, not an abort
+    // at its first allocation minutes later.
+    check_memory(&shapes, &options.cells, available_memory())?;
     let threads = options.threads.max(1);
     eprintln!("measuring the FMA peak on {threads} thread(s)...");
     let peak = fma_peak(threads, 0.3);
@@ -523,6 +563,39 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
     if let Some(path) = &options.svg {
         crate::plot::write_svg(path, &results, peak).map_err(|e| CliError::file(path, e))?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// An error for the first shape and cell that needs more than `available` bytes (see
+/// [`Shape::bytes_needed`]), or more than can be counted.
+fn check_memory(
+    shapes: &[Shape],
+    cells: &[CellKind],
+    available: Option<u64>,
+) -> Result<(), CliError> {
+    for shape in shapes {
+        for cell in cells {
+            let gb = |bytes: u64| bytes as f64 / 1e9;
+            match (shape.bytes_needed(cell.gate_count()), available) {
+                (None, _) => {
+                    return Err(CliError(format!(
+                        "shape {shape} is too large: the {}'s bytes overflow 64 bits",
+                        cell.name()
+                    )));
+                }
+                (Some(needed), Some(available)) if needed > available => {
+                    return Err(CliError(format!(
+                        "shape {shape} needs about {:.1} GB for the {} (weights as given and \
+                         packed, input and output), but {:.1} GB of memory are available",
+                        gb(needed),
+                        cell.name(),
+                        gb(available)
+                    )));
+                }
+                _ => {}
+            }
+        }
     }
     Ok(())
 }
@@ -656,9 +729,9 @@ fn print_table(
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_lines_round_trip_with_exactly_the_documented_keys() {
-        let m = Measurement {
+    /// The issue's example line.
+    fn sample() -> Measurement {
+        Measurement {
             kernel: "simd".into(),
             cell: CellKind::Gru,
             variant: Some(GruVariant::ResetAfter),
@@ -671,7 +744,12 @@ mod tests {
             },
             threads: 2,
             seconds: 0.00123,
-        };
+        }
+    }
+
+    #[test]
+    fn json_lines_round_trip_with_exactly_the_documented_keys() {
+        let m = sample();
         let line = m.json();
         let keys: Vec<String> = parse_flat_json(&line).unwrap().into_keys().collect();
         let mut want = JSON_KEYS;
@@ -687,6 +765,51 @@ mod tests {
         };
         assert!(lstm.json().contains("\"variant\":null"));
         assert_eq!(Measurement::parse_json(&lstm.json()).unwrap(), lstm);
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_in_memory_are_errors() {
+        let shape: Shape = "2:3:5:7".parse().unwrap();
+        // GRU: 3·7·(5 + 7 + 2) = 294 weights, twice; 2·3·(5 + 7) = 72 sequence values.
+        assert_eq!(shape.bytes_needed(3), Some((2 * 294 + 72) * 4));
+        let huge: Shape = format!("{}:2:1:1", usize::MAX).parse().unwrap();
+        assert_eq!(huge.bytes_needed(3), None);
+        let cells = [CellKind::Gru, CellKind::Lstm];
+        let needed_by_lstm = shape.bytes_needed(4).unwrap();
+        assert!(check_memory(&[shape], &cells, Some(needed_by_lstm)).is_ok());
+        let error = check_memory(&[shape], &cells, Some(needed_by_lstm - 1)).unwrap_err();
+        assert!(
+            error.0.contains("2:3:5:7") && error.0.contains("lstm"),
+            "{error}"
+        );
+        // Where the available memory is unknown, only overflow is an error.
+        assert!(check_memory(&[shape], &cells, None).is_ok());
+        assert!(check_memory(&[huge], &cells, None).is_err());
+    }
+
+    #[test]
+    fn peer_lines_with_impossible_numbers_are_errors() {
+        let line = sample().json();
+        assert!(Measurement::parse_json(&line).is_ok());
+        // `line` with the value of `key` replaced by `value`.
+        let with = |key: &str, value: &str| {
+            let start = line.find(&format!("\"{key}\":")).expect("key in line") + key.len() + 3;
+            let end = start + line[start..].find([',', '}']).expect("value ends");
+            format!("{}{value}{}", &line[..start], &line[end..])
+        };
+        for (key, value) in [
+            ("seconds", "-1"),
+            ("seconds", "0"),
+            ("seconds", "NaN"),
+            ("batch", "0"),
+            ("batch", "1.5"),
+            ("threads", "-2"),
+        ] {
+            let bad = with(key, value);
+            assert!(Measurement::parse_json(&bad).is_err(), "{bad}");
+        }
+        // The helper itself: a good value still parses.
+        assert!(Measurement::parse_json(&with("seconds", "0.5")).is_ok());
     }
 
     #[test]
