@@ -102,6 +102,39 @@ fn kernel(model: Model, options: &RunOptions) -> Result<Box<dyn RecurrentKernel>
     }
 }
 
+/// An error if the run would need more than `available` bytes beyond what is already loaded:
+/// the output (`[T, B, output_size]` floats), as much again twice between layers of a deeper
+/// model, and the packed copy of the weights (about the size of their file). An input of a few
+/// rows can ask for an output of many gigabytes when the model is wide; this reports it as an
+/// error before the allocation would abort the process.
+fn check_memory(
+    seq_len: usize,
+    batch: usize,
+    output_size: usize,
+    layers: usize,
+    weights_bytes: u64,
+    available: Option<u64>,
+) -> Result<(), CliError> {
+    let copies = if layers > 1 { 3 } else { 1 };
+    let needed = [seq_len, batch, output_size, copies, 4]
+        .into_iter()
+        .try_fold(1u64, |n, k| n.checked_mul(u64::try_from(k).ok()?))
+        .and_then(|output| output.checked_add(weights_bytes));
+    let gb = |bytes: u64| bytes as f64 / 1e9;
+    match (needed, available) {
+        (None, _) => Err(CliError(format!(
+            "the output [{seq_len}, {batch}, {output_size}] is too large to allocate"
+        ))),
+        (Some(needed), Some(available)) if needed > available => Err(CliError(format!(
+            "the output [{seq_len}, {batch}, {output_size}] and the packed weights need about \
+             {:.1} GB, but {:.1} GB of memory are available",
+            gb(needed),
+            gb(available)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `gru run`: reads, checks, runs and writes. On any error nothing is written.
 pub fn run(options: &RunOptions) -> Result<(), CliError> {
     let model = load(options)?;
@@ -175,6 +208,16 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
             }
         };
 
+    let weights_bytes = std::fs::metadata(&options.weights).map_or(0, |m| m.len());
+    check_memory(
+        seq_len,
+        batch,
+        config.output_size(),
+        config.num_layers,
+        weights_bytes,
+        crate::machine::available_memory(),
+    )?;
+
     let mut sequence =
         SequenceInput::new(&input.data, seq_len, batch).batch_first(options.batch_first);
     sequence.h0 = h0.as_ref().map(|a| a.data.as_slice());
@@ -191,4 +234,22 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
         outputs.write_f32(path, &result.state_shape(), c_n)?;
     }
     outputs.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_that_do_not_fit_in_memory_are_errors() {
+        // [100, 2, 8] floats, once: 6400 bytes, plus 1000 of weights.
+        assert!(check_memory(100, 2, 8, 1, 1000, Some(7400)).is_ok());
+        assert!(check_memory(100, 2, 8, 1, 1000, Some(7399)).is_err());
+        // Two layers keep the buffers between them too: three outputs' worth.
+        assert!(check_memory(100, 2, 8, 2, 1000, Some(7400)).is_err());
+        assert!(check_memory(100, 2, 8, 2, 1000, Some(20_200)).is_ok());
+        // Unknown available memory: only overflow is an error.
+        assert!(check_memory(100, 2, 8, 2, 1000, None).is_ok());
+        assert!(check_memory(usize::MAX, 2, 8, 1, 0, None).is_err());
+    }
 }
