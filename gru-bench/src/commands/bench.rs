@@ -253,7 +253,7 @@ impl Measurement {
                 Ok(n as usize)
             } else {
                 Err(format!(
-                    "`{k}` must be a whole number of at least 1, not {n}"
+                    "`{k}` must be a whole number from 1 to 2^32 − 1, not {n}"
                 ))
             }
         };
