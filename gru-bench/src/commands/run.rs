@@ -103,7 +103,7 @@ fn kernel(model: Model, options: &RunOptions) -> Result<Box<dyn RecurrentKernel>
 }
 
 /// An error if the run would need more than `available` bytes beyond what is already loaded:
-/// the output (`[T, B, output_size]` floats), as much again twice between layers of a deeper
+/// the output (`T·B·output_size` floats), as much again twice between layers of a deeper
 /// model, and the packed copy of the weights (about the size of their file). An input of a few
 /// rows can ask for an output of many gigabytes when the model is wide; this reports it as an
 /// error before the allocation would abort the process.
@@ -123,11 +123,11 @@ fn check_memory(
     let gb = |bytes: u64| bytes as f64 / 1e9;
     match (needed, available) {
         (None, _) => Err(CliError(format!(
-            "the output [{seq_len}, {batch}, {output_size}] is too large to allocate"
+            "the output ({seq_len} steps × {batch} rows × {output_size}) is too large to allocate"
         ))),
         (Some(needed), Some(available)) if needed > available => Err(CliError(format!(
-            "the output [{seq_len}, {batch}, {output_size}] and the packed weights need about \
-             {:.1} GB, but {:.1} GB of memory are available",
+            "the output ({seq_len} steps × {batch} rows × {output_size}) and the packed weights \
+             need about {:.1} GB, but {:.1} GB of memory are available",
             gb(needed),
             gb(available)
         ))),
