@@ -19,20 +19,126 @@ use std::cell::UnsafeCell;
 use std::ops::Range;
 #[cfg(feature = "rayon")]
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use gru_core::{Error, Result};
 use wide::f32x8;
 
-/// A barrier that spins (then yields) instead of sleeping: a step at batch 1 takes a few
-/// microseconds, far less than a futex round trip. A worker that panics poisons it, so the
-/// others stop waiting and panic too instead of spinning forever.
+/// How a worker waits for the others: it spins while the wait is likely to be short, then
+/// yields, then sleeps until woken.
+///
+/// Spinning alone is right while every worker has a core of its own: a step at batch 1 takes a
+/// few microseconds, and a futex wake-up here takes about 27 µs (half a 54 µs condvar round
+/// trip between two threads). But when there are more runnable threads than cores (two
+/// models, or two processes, each with a worker per core), a spinning worker holds the core
+/// that the worker it waits for needs. Measured here, two `gru bench` processes of 2 threads
+/// each at B = 1, I = H = 256, with waits that only spun and yielded: 16.8–18.9 ms per call,
+/// against 1.6–1.8 ms for two processes of one thread each. Sleeping after a short spin bounds
+/// what a wait can waste to about one wake-up.
+#[derive(Debug)]
+struct Waiter {
+    /// Threads asleep (or about to be) in `wait_until`.
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+    /// [`SPINS`], or none in tests of the sleeping path.
+    spins: u32,
+    /// [`YIELD_BUDGET`], or none in tests of the sleeping path.
+    yield_budget: Duration,
+}
+
+/// Spins before a waiting worker yields: about 25 µs here (`spin_loop` measured 25 ns), about
+/// one wake-up's cost.
+const SPINS: u32 = 1024;
+
+/// A yield that took longer than this ran another thread: this core is shared, and the worker
+/// waited for may be the one that needs it, so the waiting worker goes to sleep.
+const SHARED_CORE_YIELD: Duration = Duration::from_micros(10);
+
+/// How long a worker keeps yielding while its yields return at once, before it sleeps anyway:
+/// its core is then its own, and the worker it waits for is running elsewhere or was stopped
+/// by the hypervisor (on this machine a vCPU now and then stops for tens of microseconds). A
+/// wake-up would add its 27 µs to such a stall.
+const YIELD_BUDGET: Duration = Duration::from_millis(1);
+
+impl Waiter {
+    fn new() -> Self {
+        Self {
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            spins: SPINS,
+            yield_budget: YIELD_BUDGET,
+        }
+    }
+
+    /// A waiter that goes to sleep as soon as it has to wait at all.
+    #[cfg(test)]
+    fn sleeping_at_once() -> Self {
+        Self {
+            spins: 0,
+            yield_budget: Duration::ZERO,
+            ..Self::new()
+        }
+    }
+
+    /// Returns once `done()` is true; whoever makes it true must then call [`Self::notify`].
+    fn wait_until(&self, done: impl Fn() -> bool) {
+        for _ in 0..self.spins {
+            if done() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        let yielding_since = Instant::now();
+        let mut last = yielding_since;
+        while !done() && last - yielding_since < self.yield_budget {
+            std::thread::yield_now();
+            let now = Instant::now();
+            if now - last > SHARED_CORE_YIELD {
+                break;
+            }
+            last = now;
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // With the fence in `notify`: either that `notify` sees this sleeper, or `done()`
+        // below sees what was done before it (the store-load pattern that needs both fences).
+        fence(Ordering::SeqCst);
+        while !done() {
+            guard = self
+                .wake
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Wakes the threads asleep in `wait_until`, after what they wait for has been done.
+    /// Costs a fence and a load when nobody sleeps.
+    fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            // A sleeper holds the lock from before it counts itself until it waits on the
+            // condition variable, so once we hold it, every counted sleeper is waiting.
+            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+            self.wake.notify_all();
+        }
+    }
+}
+
+/// A barrier for the workers of one job: each round opens when all parties have arrived.
+/// Waiting spins, then yields, then sleeps. A worker that panics poisons it, so the others
+/// stop waiting and panic too instead of waiting forever.
 #[derive(Debug)]
 pub struct SpinBarrier {
     parties: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
     poisoned: AtomicBool,
+    waiter: Waiter,
 }
 
 impl SpinBarrier {
@@ -43,6 +149,7 @@ impl SpinBarrier {
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             poisoned: AtomicBool::new(false),
+            waiter: Waiter::new(),
         }
     }
 
@@ -59,27 +166,19 @@ impl SpinBarrier {
         if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
             self.arrived.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::Release);
+            self.waiter.notify();
             return;
         }
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == generation {
-            assert!(
-                !self.poisoned.load(Ordering::Relaxed),
-                "another worker panicked"
-            );
-            if spins < 4096 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                // More workers than free cores (tests run in parallel): let the others run.
-                std::thread::yield_now();
-            }
-        }
+        let opened = || self.generation.load(Ordering::Acquire) != generation;
+        self.waiter
+            .wait_until(|| opened() || self.poisoned.load(Ordering::Relaxed));
+        assert!(opened(), "another worker panicked");
     }
 
     #[cfg(feature = "rayon")]
     fn poison(&self) {
         self.poisoned.store(true, Ordering::Relaxed);
+        self.waiter.notify();
     }
 
     /// Back to new, for the next job, while no party is inside `wait`. A job that ended in a
@@ -113,6 +212,8 @@ struct TeamShared {
     /// Team threads whose loop has returned after `shutdown`.
     exited: AtomicUsize,
     barrier: SpinBarrier,
+    /// Where the caller waits for `finished`.
+    all_finished: Waiter,
 }
 
 #[cfg(feature = "rayon")]
@@ -148,9 +249,11 @@ struct Team {
 }
 
 #[cfg(feature = "rayon")]
-/// How long an idle team thread spins before it parks: long enough that back-to-back steps
-/// never wait for a wake-up, short enough not to burn a core for long after the last one.
-const SPINS_BEFORE_PARK: u32 = 1 << 16;
+/// How long an idle team thread waits for the next job before it parks: long enough that
+/// back-to-back steps never wait for a wake-up, short enough not to hold a core for long after
+/// the last one. It spins for the first [`SPINS`] and yields for the rest, so that other
+/// threads that need the core get it.
+const IDLE_BEFORE_PARK: Duration = Duration::from_micros(1600);
 
 #[cfg(feature = "rayon")]
 impl Team {
@@ -165,6 +268,7 @@ impl Team {
             shutdown: AtomicBool::new(false),
             exited: AtomicUsize::new(0),
             barrier: SpinBarrier::new(size),
+            all_finished: Waiter::new(),
         });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(size - 1)
@@ -254,9 +358,9 @@ struct WaitForTeam<'a>(&'a TeamShared);
 impl Drop for WaitForTeam<'_> {
     fn drop(&mut self) {
         let shared = self.0;
-        while shared.finished.load(Ordering::Acquire) != shared.size - 1 {
-            std::hint::spin_loop();
-        }
+        shared
+            .all_finished
+            .wait_until(|| shared.finished.load(Ordering::Acquire) == shared.size - 1);
         // SAFETY: every team thread has finished with the job.
         unsafe { *shared.job.get() = None };
         if shared.panicked.swap(false, Ordering::Relaxed) && !std::thread::panicking() {
@@ -270,6 +374,7 @@ fn team_thread(shared: &TeamShared, index: usize) {
     let mut seen = 0;
     loop {
         let mut spins = 0u32;
+        let mut yielding_since = None;
         loop {
             if shared.shutdown.load(Ordering::Acquire) {
                 shared.exited.fetch_add(1, Ordering::Release);
@@ -280,9 +385,11 @@ fn team_thread(shared: &TeamShared, index: usize) {
                 seen = generation;
                 break;
             }
-            if spins < SPINS_BEFORE_PARK {
+            if spins < SPINS {
                 std::hint::spin_loop();
                 spins += 1;
+            } else if yielding_since.get_or_insert_with(Instant::now).elapsed() < IDLE_BEFORE_PARK {
+                std::thread::yield_now();
             } else {
                 // `run` unparks every thread after publishing, so no wake-up is lost.
                 std::thread::park();
@@ -301,6 +408,7 @@ fn team_thread(shared: &TeamShared, index: usize) {
             shared.panicked.store(true, Ordering::Relaxed);
         }
         shared.finished.fetch_add(1, Ordering::Release);
+        shared.all_finished.notify();
     }
 }
 
@@ -520,6 +628,118 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Runs `f` on a thread of its own and fails if it has not returned within `seconds` (a
+    /// lost wake-up would otherwise hang the test run); re-raises its panic.
+    fn within<T: Send + 'static>(seconds: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (send, receive) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let result = f();
+            let _ = send.send(());
+            result
+        });
+        if receive
+            .recv_timeout(Duration::from_secs(seconds))
+            .is_err_and(|e| e == std::sync::mpsc::RecvTimeoutError::Timeout)
+        {
+            panic!("still waiting after {seconds} s");
+        }
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    #[test]
+    fn a_long_wait_sleeps_until_notified() {
+        let waiter = std::sync::Arc::new(Waiter::new());
+        let flag = std::sync::Arc::new(AtomicBool::new(false));
+        let (w, f) = (waiter.clone(), flag.clone());
+        let sleeper = std::thread::spawn(move || w.wait_until(|| f.load(Ordering::Acquire)));
+        // The waiter spins, yields for its budget, then counts itself a sleeper.
+        within(300, move || {
+            while waiter.sleepers.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            flag.store(true, Ordering::Release);
+            waiter.notify();
+            sleeper.join().unwrap();
+            assert_eq!(waiter.sleepers.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    #[test]
+    fn sleeping_waiters_never_miss_a_wake_up() {
+        // Two threads hand a token back and forth, each going to sleep whenever it has to
+        // wait: every hand-over races a `notify` against a thread on its way to sleep.
+        let rounds: usize = std::env::var("GRU_WAKE_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        within(300, move || {
+            let token = AtomicUsize::new(0);
+            let waiters = [Waiter::sleeping_at_once(), Waiter::sleeping_at_once()];
+            std::thread::scope(|scope| {
+                for side in 0..2 {
+                    let (token, waiters) = (&token, &waiters);
+                    scope.spawn(move || {
+                        for round in 0..rounds {
+                            let mine = 2 * round + side;
+                            waiters[side].wait_until(|| token.load(Ordering::Acquire) == mine);
+                            token.store(mine + 1, Ordering::Release);
+                            waiters[1 - side].notify();
+                        }
+                    });
+                }
+            });
+            assert_eq!(token.into_inner(), 2 * rounds);
+        });
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn workers_that_wait_long_sleep_and_are_woken() {
+        within(300, || {
+            let workers = Workers::new(2).unwrap();
+            let count = AtomicUsize::new(0);
+            // The late worker takes turns, so that both the caller and the team thread sleep
+            // at the barrier, and the caller also while it waits for the job to end.
+            for late in [0, 1, 1, 0] {
+                workers.run(&|worker, barrier| {
+                    if worker == late {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                    barrier.wait();
+                    assert_eq!(count.load(Ordering::Relaxed) % 2, 0);
+                });
+            }
+            workers.run(&|worker, _| {
+                if worker == 1 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert_eq!(count.into_inner(), 9);
+        });
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn a_worker_that_panics_late_wakes_the_sleeping_others() {
+        within(300, || {
+            let workers = Workers::new(2).unwrap();
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                workers.run(&|worker, barrier| {
+                    if worker == 1 {
+                        std::thread::sleep(Duration::from_millis(20));
+                        panic!("worker 1 fails after worker 0 has gone to sleep");
+                    }
+                    barrier.wait();
+                });
+            }));
+            assert!(run.is_err());
+        });
     }
 
     #[test]
