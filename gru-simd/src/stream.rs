@@ -35,6 +35,10 @@ struct LayerState {
 /// threads. A model with one worker runs each step on the thread that calls it; with more,
 /// the steps of its streams take turns on its workers.
 ///
+/// Workers that wait more than 1.6 ms for the next step park, and waking them costs more than
+/// they save: when the application paces its steps further apart than about 2 ms (one per
+/// audio frame, say), one worker is faster (the `paced_stream` example measures this).
+///
 /// ```
 /// use gru_core::{CellKind, GruVariant, LayerWeights};
 /// let weights = LayerWeights::new(CellKind::Gru, 3, 8, vec![0.1; 72], vec![0.05; 192], None, None)?;
