@@ -4,7 +4,8 @@
 //!
 //! `cargo bench` and `gru bench --mode step` time steps back to back, which keeps the weights
 //! in cache and the workers awake. A speech front end calls `step` every 10 ms or so, and then
-//! neither holds: the idle workers park, and the caches lose the weights.
+//! neither holds: the caches lose the weights, and idle workers park (a small step then runs
+//! on the calling thread alone rather than wake them).
 //!
 //! ```sh
 //! cargo run --release -p gru-simd --example paced_stream

@@ -1,6 +1,8 @@
 //! Streaming: one time step per call with the state carried, for models that run forward in
 //! time only. After [`SimdModel::stream`] has allocated the state, a step allocates nothing.
 
+use std::time::Instant;
+
 use gru_core::{Cell, Error, RecurrentKernel, Result};
 use wide::f32x8;
 
@@ -9,7 +11,7 @@ use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::sequence::{REBALANCE_STEPS, SimdModel};
 use crate::step::{CellScratch, panel_groups, recurrent_step};
-use crate::threading::SharedVectors;
+use crate::threading::{IDLE_BEFORE_PARK, SharedVectors, SpinBarrier};
 
 /// The carried state of one layer.
 #[derive(Debug)]
@@ -36,8 +38,9 @@ struct LayerState {
 /// the steps of its streams take turns on its workers.
 ///
 /// Workers that wait more than 1.6 ms for the next step park, and waking them costs more than
-/// they save: when the application paces its steps further apart than about 2 ms (one per
-/// audio frame, say), one worker is faster (the `paced_stream` example measures this).
+/// they save on a small step: a step under 16 MFLOP that comes more than 1.6 ms after the last
+/// one (one per audio frame, say) runs on the calling thread alone if they have parked. The
+/// `paced_stream` example measures steps with pauses between them.
 ///
 /// ```
 /// use gru_core::{CellKind, GruVariant, LayerWeights};
@@ -59,7 +62,21 @@ pub struct Stream<'m> {
     output: Vec<f32>,
     /// Steps taken so far.
     steps: usize,
+    /// Whether a step is small enough to run on the caller alone when the model's workers
+    /// have parked ([`ALONE_BELOW_FLOPS`]).
+    small: bool,
+    /// When the last step began.
+    last_step: Option<Instant>,
 }
+
+/// A step of fewer FLOPs than this, which comes more than [`IDLE_BEFORE_PARK`] after the last
+/// one, runs on the calling thread alone if the model's other workers have parked by then:
+/// waking them cost more than it saved. `paced_stream` example, one step every 10 ms (cold caches),
+/// GRU at B = 1, medians in µs, two workers woken against the caller alone: I = H = 256
+/// (0.8 MFLOP) 197 against 88–91; 512 (3.1 MFLOP) 489 against 391; 1024 (12.6 MFLOP) 1441
+/// against 1447. Larger steps (larger batches) gain more from the second core than the wake-up
+/// costs.
+const ALONE_BELOW_FLOPS: usize = 16_000_000;
 
 impl SimdModel {
     /// Starts streaming `batch` sequences from a zero state. Bidirectional models cannot
@@ -87,6 +104,16 @@ impl SimdModel {
                 }
             })
             .collect();
+        let flops = self
+            .layers()
+            .iter()
+            .map(|layer| {
+                let (inputs, hidden) = (layer.input_size(), layer.hidden_size());
+                [2, layer.gates(), hidden, inputs + hidden, batch]
+                    .into_iter()
+                    .fold(1, usize::saturating_mul)
+            })
+            .fold(0, usize::saturating_add);
         Ok(Stream {
             model: self,
             batch,
@@ -94,6 +121,8 @@ impl SimdModel {
             all_active: vec![true; batch],
             output: vec![0.0; batch * self.config().hidden_size],
             steps: 0,
+            small: flops < ALONE_BELOW_FLOPS,
+            last_step: None,
         })
     }
 }
@@ -118,16 +147,30 @@ impl Stream<'_> {
         }
         let (model, layers, all_active, batch) =
             (self.model, &self.layers, &self.all_active, self.batch);
-        let threads = model.workers().threads();
-        let rebalance = threads > 1 && (self.steps + 1).is_multiple_of(REBALANCE_STEPS);
-        model.workers().run(&|worker, barrier| {
+        let workers = model.workers();
+        let threads = workers.threads();
+        // Steps that follow each other closely go to the team even if it has parked: its
+        // first job wakes it, and it then stays awake. Waking it from here instead cost about
+        // as much as the step (14 µs at I = H = 256, on a step every 2 ms).
+        let now = Instant::now();
+        let paced = self
+            .last_step
+            .is_none_or(|last| now - last > IDLE_BEFORE_PARK);
+        self.last_step = Some(now);
+        let alone = threads > 1 && self.small && paced && !workers.awake();
+        let rebalance = threads > 1 && !alone && (self.steps + 1).is_multiple_of(REBALANCE_STEPS);
+        let step = |worker: usize, barrier: &SpinBarrier| {
             let mut input: &[f32] = x;
             let mut input_stride = config.input_size;
             for (packed, state) in model.layers().iter().zip(layers) {
                 let mut split = state.split.copy(worker);
-                let panels = split.part(worker);
+                let panels = if alone {
+                    0..packed.panels()
+                } else {
+                    split.part(worker)
+                };
                 // One worker has nothing to balance: no clock reads.
-                let clock = (threads > 1).then(BusyClock::start);
+                let clock = (threads > 1 && !alone).then(BusyClock::start);
                 let sync = || match &clock {
                     Some(clock) => clock.wait(barrier),
                     None => barrier.wait(),
@@ -153,10 +196,12 @@ impl Stream<'_> {
                     }
                     // SAFETY: as above, and its writes just above are done.
                     let projection = unsafe { projection.read(0..projection.len()) };
-                    // SAFETY: every worker steps all rows, each the panels of its own part of
-                    // one split (the copies are alike: each rebalances its own from the same
-                    // totals, after the same barrier); `sync` is a barrier of all of them, and
-                    // the layer ends with one before anyone touches `next` or the scratch again.
+                    // SAFETY: run alone, this thread steps every panel and nobody else touches
+                    // this stream's state (`step` takes `&mut self`). Otherwise every worker
+                    // steps all rows, each the panels of its own part of one split (the copies
+                    // are alike: each rebalances its own from the same totals, after the same
+                    // barrier); `sync` is a barrier of all of them, and the layer ends with one
+                    // before anyone touches `next` or the scratch again.
                     unsafe {
                         recurrent_step(
                             packed,
@@ -185,7 +230,12 @@ impl Stream<'_> {
                 input = wide::bytemuck::cast_slice(unsafe { next.read(0..next.len()) });
                 input_stride = packed.panels() * LANES;
             }
-        });
+        };
+        if alone {
+            step(0, &SpinBarrier::new(1));
+        } else {
+            workers.run(&step);
+        }
         for state in &mut self.layers {
             state.current = 1 - state.current;
         }
@@ -285,5 +335,75 @@ fn copy_out(source: &mut [f32x8], dest: &mut [f32], hidden: usize, panels: usize
     let source: &[f32] = wide::bytemuck::cast_slice(source);
     for (row, values) in dest.chunks_exact_mut(hidden).enumerate() {
         values.copy_from_slice(&source[row * panels * LANES..][..hidden]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gru_core::{GruVariant, LayerWeights, Model};
+
+    fn model(cell: Cell) -> Model {
+        let (input, hidden) = (10, 20);
+        let wave = |n: usize, phase: f32| {
+            (0..n)
+                .map(|k| (k as f32 * 0.77 + phase).sin() * 0.3)
+                .collect::<Vec<_>>()
+        };
+        let rows = cell.gate_count() * hidden;
+        let layers = [input, hidden]
+            .iter()
+            .enumerate()
+            .map(|(l, &inputs)| {
+                let phase = l as f32;
+                LayerWeights::new(
+                    cell.kind(),
+                    inputs,
+                    hidden,
+                    wave(rows * inputs, phase),
+                    wave(rows * hidden, phase + 0.5),
+                    Some(wave(rows, phase + 0.25)),
+                    Some(wave(rows, phase + 0.75)),
+                )
+                .unwrap()
+            })
+            .collect();
+        Model::new(cell, false, layers).unwrap()
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn steps_alone_after_the_workers_park_keep_their_results() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for cell in [
+            Cell::Gru(GruVariant::ResetAfter),
+            Cell::Gru(GruVariant::ResetBefore),
+            Cell::Lstm,
+        ] {
+            let model = model(cell);
+            let (one, two) = (
+                SimdModel::with_threads(&model, 1).unwrap(),
+                SimdModel::with_threads(&model, 2).unwrap(),
+            );
+            let (mut alone, mut team) = (one.stream(3).unwrap(), two.stream(3).unwrap());
+            assert!(team.small);
+            for step in 0..12 {
+                if step % 4 == 2 {
+                    // Long enough for the team to park: the next step runs on this thread
+                    // alone, and the one after it on the team again.
+                    let start = std::time::Instant::now();
+                    while two.workers().awake() {
+                        assert!(start.elapsed().as_secs() < 60, "the workers never parked");
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+                let x: Vec<f32> = (0..30).map(|k| ((step * 30 + k) as f32).cos()).collect();
+                let want = bits(alone.step(&x).unwrap());
+                assert_eq!(bits(team.step(&x).unwrap()), want, "{cell:?}, step {step}");
+            }
+            let ((h1, c1), (h2, c2)) = (alone.state(), team.state());
+            assert_eq!(bits(&h1), bits(&h2));
+            assert_eq!(c1.map(|c| bits(&c)), c2.map(|c| bits(&c)));
+        }
     }
 }

@@ -214,6 +214,11 @@ struct TeamShared {
     barrier: SpinBarrier,
     /// Where the caller waits for `finished`.
     all_finished: Waiter,
+    /// Team threads that idled past [`IDLE_BEFORE_PARK`] and parked (or are about to).
+    parked: AtomicUsize,
+    /// Calls of `Workers::wake` so far: a parked thread that finds it changed waits awake
+    /// again, while one woken by a stale `unpark` token parks again.
+    wakes: AtomicUsize,
 }
 
 #[cfg(feature = "rayon")]
@@ -248,12 +253,11 @@ struct Team {
     _pool: rayon::ThreadPool,
 }
 
-#[cfg(feature = "rayon")]
 /// How long an idle team thread waits for the next job before it parks: long enough that
 /// back-to-back steps never wait for a wake-up, short enough not to hold a core for long after
-/// the last one. It spins for the first [`SPINS`] and yields for the rest, so that other
+/// the last one. It spins for the first 25 µs or so and yields for the rest, so that other
 /// threads that need the core get it.
-const IDLE_BEFORE_PARK: Duration = Duration::from_micros(1600);
+pub const IDLE_BEFORE_PARK: Duration = Duration::from_micros(1600);
 
 #[cfg(feature = "rayon")]
 impl Team {
@@ -269,6 +273,8 @@ impl Team {
             exited: AtomicUsize::new(0),
             barrier: SpinBarrier::new(size),
             all_finished: Waiter::new(),
+            parked: AtomicUsize::new(0),
+            wakes: AtomicUsize::new(0),
         });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(size - 1)
@@ -391,8 +397,15 @@ fn team_thread(shared: &TeamShared, index: usize) {
             } else if yielding_since.get_or_insert_with(Instant::now).elapsed() < IDLE_BEFORE_PARK {
                 std::thread::yield_now();
             } else {
-                // `run` unparks every thread after publishing, so no wake-up is lost.
+                let wakes = shared.wakes.load(Ordering::Acquire);
+                shared.parked.fetch_add(1, Ordering::Relaxed);
+                // `run` and `wake` unpark every thread after publishing, so no wake-up is lost.
                 std::thread::park();
+                shared.parked.fetch_sub(1, Ordering::Relaxed);
+                if shared.wakes.load(Ordering::Acquire) != wakes {
+                    spins = 0;
+                    yielding_since = None;
+                }
             }
         }
         // SAFETY: the generation was published after `job` was set, and `job` stays set
@@ -469,6 +482,27 @@ impl Workers {
     /// Number of workers.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Whether every worker would start a job at once: false once the team's threads have
+    /// idled past 1.6 ms and parked, when a job must first wake them (which took longer here
+    /// than a streaming step at batch 1 takes on one thread). Always true for one worker.
+    pub fn awake(&self) -> bool {
+        #[cfg(feature = "rayon")]
+        if let Some(team) = &self.team {
+            return team.shared.parked.load(Ordering::Relaxed) == 0;
+        }
+        true
+    }
+
+    /// Wakes parked team threads, so that they wait for the next job awake (for the usual
+    /// 1.6 ms) instead of parked.
+    pub fn wake(&self) {
+        #[cfg(feature = "rayon")]
+        if let Some(team) = &self.team {
+            team.shared.wakes.fetch_add(1, Ordering::Release);
+            team.unpark_all();
+        }
     }
 
     /// Runs `work(worker, barrier)` on every worker at once and returns when all are done.
@@ -740,6 +774,36 @@ mod tests {
             }));
             assert!(run.is_err());
         });
+    }
+
+    /// Polls `condition` until it holds, for at most a minute.
+    #[cfg(feature = "rayon")]
+    fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !condition() {
+            assert!(start.elapsed() < Duration::from_secs(60), "never {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn idle_workers_park_and_wake_on_request() {
+        let workers = Workers::new(3).unwrap();
+        assert!(Workers::new(1).unwrap().awake());
+        workers.run(&|_, _| {});
+        eventually("parked", || !workers.awake());
+        workers.wake();
+        eventually("woke", || workers.awake());
+        // Awake for one idle period, then parked again.
+        eventually("parked again", || !workers.awake());
+        // A job wakes them as before.
+        let count = AtomicUsize::new(0);
+        workers.run(&|_, barrier| {
+            count.fetch_add(1, Ordering::Relaxed);
+            barrier.wait();
+        });
+        assert_eq!(count.into_inner(), 3);
     }
 
     #[test]
