@@ -209,6 +209,19 @@ impl PackedLayer {
     pub fn gates(&self) -> usize {
         self.cell.gate_count()
     }
+    /// FLOPs of `steps` row-steps (one row of the batch, one time step each), both products:
+    /// `2·G·H·(I + H)` each, saturating.
+    pub fn flops(&self, steps: usize) -> usize {
+        [
+            2,
+            self.gates(),
+            self.hidden_size,
+            self.input_size + self.hidden_size,
+            steps,
+        ]
+        .into_iter()
+        .fold(1, usize::saturating_mul)
+    }
     /// `W_ih`: one pack of all gates, or (LSTM) `[i, f]` then `[g, o]`. The packs' gates,
     /// in order, are the projection's gates in order.
     pub fn input(&self) -> &[PanelPack] {

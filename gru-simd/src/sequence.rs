@@ -5,6 +5,7 @@
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use gru_core::{
     Cell, Direction, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
@@ -16,7 +17,7 @@ use crate::balance::{Balance, BusyClock, WorkerSplits};
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
-use crate::threading::{SharedSlice, SharedVectors, Workers};
+use crate::threading::{ALONE_BELOW_FLOPS, SharedSlice, SharedVectors, Workers};
 
 /// Upper bound on the projection of one chunk of steps, all rows together, in vectors (1 MiB):
 /// memory stays bounded for any sequence length, the buffer stays in cache, and a chunk still
@@ -95,6 +96,14 @@ pub struct SimdModel {
     config: ModelConfig,
     layers: Vec<PackedLayer>,
     workers: Workers,
+    /// One worker, the caller: for small calls while `workers` have parked
+    /// ([`Workers::run_alone`]).
+    caller_alone: Workers,
+    /// When the last `forward` call began.
+    last_call: Option<Instant>,
+    /// Calls of fewer FLOPs may run alone: [`ALONE_BELOW_FLOPS`], or 0 in tests that follow
+    /// what the team does.
+    alone_below_flops: usize,
     workspace: Workspace,
 }
 
@@ -178,7 +187,8 @@ impl SimdModel {
     /// workers than free cores (several models or processes sharing the cores), a worker that
     /// has waited about 25 µs yields its core and then sleeps, so each step costs about one
     /// wake-up more rather than a scheduler time slice; fewer workers per model are still
-    /// faster then.
+    /// faster then. Idle workers park after 1.6 ms; a small call after a pause runs on the
+    /// calling thread alone rather than wake them ([`Workers::run_alone`]).
     pub fn with_threads(model: &Model, threads: usize) -> Result<Self> {
         let cell = model.cell();
         Ok(Self {
@@ -189,6 +199,9 @@ impl SimdModel {
                 .map(|w| PackedLayer::new(w, cell))
                 .collect(),
             workers: Workers::new(threads)?,
+            caller_alone: Workers::new(1)?,
+            last_call: None,
+            alone_below_flops: ALONE_BELOW_FLOPS,
             workspace: Workspace::default(),
         })
     }
@@ -253,9 +266,21 @@ impl RecurrentKernel for SimdModel {
         let Self {
             layers,
             workers,
+            caller_alone,
+            last_call,
+            alone_below_flops,
             workspace,
             ..
         } = self;
+        let flops = layers
+            .iter()
+            .map(|layer| layer.flops(input.batch * input.seq_len))
+            .fold(0, usize::saturating_add);
+        let workers = if workers.run_alone(flops < *alone_below_flops, last_call) {
+            &*caller_alone
+        } else {
+            &*workers
+        };
         let (batch, hidden) = (input.batch, config.hidden_size);
         let directions = config.num_directions();
         let state_len = batch * hidden;
@@ -489,7 +514,10 @@ impl DirectionRun<'_> {
             ws.state = Some(BatchState::new(layer, batch));
         }
         let state = ws.state.as_mut().expect("just made");
-        ws.chunks.resize_with(threads, Mutex::default);
+        // Grown only: a call run by the caller alone keeps the other workers' buffers.
+        if ws.chunks.len() < threads {
+            ws.chunks.resize_with(threads, Mutex::default);
+        }
         load_state(state.h[0].get_mut(), self.h0, batch, hidden, panels);
         load_state(state.scratch.c.get_mut(), self.c0, batch, hidden, panels);
 
@@ -862,6 +890,8 @@ mod tests {
         .unwrap();
         let model = Model::single_layer(Cell::Gru(GruVariant::ResetAfter), weights).unwrap();
         let mut gru = SimdModel::with_threads(&model, 2).unwrap();
+        // Every call on the team, even if it has parked in between (a slow run).
+        gru.alone_below_flops = 0;
         let call = |gru: &mut SimdModel, t: usize, b: usize| {
             let x = vec![0.5; t * b * 3];
             gru.forward(&SequenceInput::new(&x, t, b)).unwrap();
@@ -877,5 +907,73 @@ mod tests {
         assert_eq!(*rows, 8);
         assert_eq!(balance.part(0).start, 0);
         assert_eq!(balance.part(1).end, 8);
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn small_calls_alone_after_the_workers_park_keep_their_results() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (input, hidden) = (6, 20);
+        for cell in [
+            Cell::Gru(GruVariant::ResetAfter),
+            Cell::Gru(GruVariant::ResetBefore),
+            Cell::Lstm,
+        ] {
+            let rows = cell.gate_count() * hidden;
+            let wave = |n: usize, phase: f32| {
+                (0..n)
+                    .map(|k| (k as f32 * 0.61 + phase).sin() * 0.3)
+                    .collect::<Vec<_>>()
+            };
+            // Two bidirectional layers: the second reads both directions of the first.
+            let weights = [input, input, 2 * hidden, 2 * hidden]
+                .iter()
+                .enumerate()
+                .map(|(k, &inputs)| {
+                    let phase = k as f32;
+                    LayerWeights::new(
+                        cell.kind(),
+                        inputs,
+                        hidden,
+                        wave(rows * inputs, phase),
+                        wave(rows * hidden, phase + 0.5),
+                        Some(wave(rows, phase + 0.25)),
+                        None,
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let model = Model::new(cell, true, weights).unwrap();
+            let mut one = SimdModel::new(&model).unwrap();
+            let mut two = SimdModel::with_threads(&model, 2).unwrap();
+            for call in 0..6 {
+                let after_a_pause = call % 2 == 0;
+                if after_a_pause {
+                    let start = Instant::now();
+                    while two.workers.awake() {
+                        assert!(start.elapsed().as_secs() < 60, "the workers never parked");
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                } else {
+                    // As if this call followed the last one closely, however slow the run.
+                    two.last_call = Some(Instant::now());
+                }
+                let (t, b) = (5, 3);
+                let x = wave(t * b * input, call as f32);
+                let lengths = [5, 2, 4];
+                let input = SequenceInput::new(&x, t, b).lengths(&lengths);
+                let (want, got) = (one.forward(&input).unwrap(), two.forward(&input).unwrap());
+                assert_eq!(
+                    bits(&got.output),
+                    bits(&want.output),
+                    "{cell:?}, call {call}"
+                );
+                assert_eq!(bits(&got.h_n), bits(&want.h_n), "{cell:?}, call {call}");
+                assert_eq!(got.c_n.map(|c| bits(&c)), want.c_n.map(|c| bits(&c)));
+                // The call after a pause ran alone (a split for one worker), the next on both.
+                let workers = if after_a_pause { 1 } else { 2 };
+                assert_eq!(two.workspace.splits[0].threads, workers, "call {call}");
+            }
+        }
     }
 }

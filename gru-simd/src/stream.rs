@@ -11,7 +11,7 @@ use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::sequence::{REBALANCE_STEPS, SimdModel};
 use crate::step::{CellScratch, panel_groups, recurrent_step};
-use crate::threading::{IDLE_BEFORE_PARK, SharedVectors, SpinBarrier};
+use crate::threading::{ALONE_BELOW_FLOPS, SharedVectors, SpinBarrier};
 
 /// The carried state of one layer.
 #[derive(Debug)]
@@ -39,8 +39,9 @@ struct LayerState {
 ///
 /// Workers that wait more than 1.6 ms for the next step park, and waking them costs more than
 /// they save on a small step: a step under 16 MFLOP that comes more than 1.6 ms after the last
-/// one (one per audio frame, say) runs on the calling thread alone if they have parked. The
-/// `paced_stream` example measures steps with pauses between them.
+/// one (one per audio frame, say) runs on the calling thread alone if they have parked
+/// ([`Workers::run_alone`](crate::threading::Workers::run_alone)). The `paced_calls` example
+/// measures steps with pauses between them.
 ///
 /// ```
 /// use gru_core::{CellKind, GruVariant, LayerWeights};
@@ -62,21 +63,11 @@ pub struct Stream<'m> {
     output: Vec<f32>,
     /// Steps taken so far.
     steps: usize,
-    /// Whether a step is small enough to run on the caller alone when the model's workers
-    /// have parked ([`ALONE_BELOW_FLOPS`]).
+    /// Whether a step of every layer takes fewer than [`ALONE_BELOW_FLOPS`].
     small: bool,
     /// When the last step began.
     last_step: Option<Instant>,
 }
-
-/// A step of fewer FLOPs than this, which comes more than [`IDLE_BEFORE_PARK`] after the last
-/// one, runs on the calling thread alone if the model's other workers have parked by then:
-/// waking them cost more than it saved. `paced_stream` example, one step every 10 ms (cold caches),
-/// GRU at B = 1, medians in µs, two workers woken against the caller alone: I = H = 256
-/// (0.8 MFLOP) 197 against 88–91; 512 (3.1 MFLOP) 489 against 391; 1024 (12.6 MFLOP) 1441
-/// against 1447. Larger steps (larger batches) gain more from the second core than the wake-up
-/// costs.
-const ALONE_BELOW_FLOPS: usize = 16_000_000;
 
 impl SimdModel {
     /// Starts streaming `batch` sequences from a zero state. Bidirectional models cannot
@@ -104,16 +95,6 @@ impl SimdModel {
                 }
             })
             .collect();
-        let flops = self
-            .layers()
-            .iter()
-            .map(|layer| {
-                let (inputs, hidden) = (layer.input_size(), layer.hidden_size());
-                [2, layer.gates(), hidden, inputs + hidden, batch]
-                    .into_iter()
-                    .fold(1, usize::saturating_mul)
-            })
-            .fold(0, usize::saturating_add);
         Ok(Stream {
             model: self,
             batch,
@@ -121,7 +102,12 @@ impl SimdModel {
             all_active: vec![true; batch],
             output: vec![0.0; batch * self.config().hidden_size],
             steps: 0,
-            small: flops < ALONE_BELOW_FLOPS,
+            small: self
+                .layers()
+                .iter()
+                .map(|layer| layer.flops(batch))
+                .fold(0, usize::saturating_add)
+                < ALONE_BELOW_FLOPS,
             last_step: None,
         })
     }
@@ -149,15 +135,10 @@ impl Stream<'_> {
             (self.model, &self.layers, &self.all_active, self.batch);
         let workers = model.workers();
         let threads = workers.threads();
-        // Steps that follow each other closely go to the team even if it has parked: its
-        // first job wakes it, and it then stays awake. Waking it from here instead cost about
-        // as much as the step (14 µs at I = H = 256, on a step every 2 ms).
-        let now = Instant::now();
-        let paced = self
-            .last_step
-            .is_none_or(|last| now - last > IDLE_BEFORE_PARK);
-        self.last_step = Some(now);
-        let alone = threads > 1 && self.small && paced && !workers.awake();
+        // A step run alone leaves the team parked: waking it from here cost about as much as
+        // the step (14 µs at I = H = 256, one step every 2 ms). The next step that follows
+        // closely goes to the team, which its job wakes.
+        let alone = workers.run_alone(self.small, &mut self.last_step);
         let rebalance = threads > 1 && !alone && (self.steps + 1).is_multiple_of(REBALANCE_STEPS);
         let step = |worker: usize, barrier: &SpinBarrier| {
             let mut input: &[f32] = x;

@@ -216,9 +216,6 @@ struct TeamShared {
     all_finished: Waiter,
     /// Team threads that idled past [`IDLE_BEFORE_PARK`] and parked (or are about to).
     parked: AtomicUsize,
-    /// Calls of `Workers::wake` so far: a parked thread that finds it changed waits awake
-    /// again, while one woken by a stale `unpark` token parks again.
-    wakes: AtomicUsize,
 }
 
 #[cfg(feature = "rayon")]
@@ -253,6 +250,15 @@ struct Team {
     _pool: rayon::ThreadPool,
 }
 
+/// A job of fewer FLOPs than this, which comes more than [`IDLE_BEFORE_PARK`] after the last
+/// one, runs on the calling thread alone if the team has parked by then
+/// ([`Workers::run_alone`]): waking the team cost more than it saved. `paced_calls` example,
+/// one streaming step every 10 ms (cold caches), GRU at B = 1, medians in µs, two workers
+/// woken against the caller alone: I = H = 256 (0.8 MFLOP) 197 against 88–91; 512
+/// (3.1 MFLOP) 489 against 391; 1024 (12.6 MFLOP) 1441 against 1447. Larger jobs (larger
+/// batches, longer sequences) gain more from the other cores than the wake-up costs.
+pub const ALONE_BELOW_FLOPS: usize = 16_000_000;
+
 /// How long an idle team thread waits for the next job before it parks: long enough that
 /// back-to-back steps never wait for a wake-up, short enough not to hold a core for long after
 /// the last one. It spins for the first 25 µs or so and yields for the rest, so that other
@@ -274,7 +280,6 @@ impl Team {
             barrier: SpinBarrier::new(size),
             all_finished: Waiter::new(),
             parked: AtomicUsize::new(0),
-            wakes: AtomicUsize::new(0),
         });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(size - 1)
@@ -381,6 +386,7 @@ fn team_thread(shared: &TeamShared, index: usize) {
     loop {
         let mut spins = 0u32;
         let mut yielding_since = None;
+        let mut parked = false;
         loop {
             if shared.shutdown.load(Ordering::Acquire) {
                 shared.exited.fetch_add(1, Ordering::Release);
@@ -389,6 +395,9 @@ fn team_thread(shared: &TeamShared, index: usize) {
             let generation = shared.generation.load(Ordering::Acquire);
             if generation != seen {
                 seen = generation;
+                if parked {
+                    shared.parked.fetch_sub(1, Ordering::Relaxed);
+                }
                 break;
             }
             if spins < SPINS {
@@ -397,15 +406,14 @@ fn team_thread(shared: &TeamShared, index: usize) {
             } else if yielding_since.get_or_insert_with(Instant::now).elapsed() < IDLE_BEFORE_PARK {
                 std::thread::yield_now();
             } else {
-                let wakes = shared.wakes.load(Ordering::Acquire);
-                shared.parked.fetch_add(1, Ordering::Relaxed);
-                // `run` and `wake` unpark every thread after publishing, so no wake-up is lost.
-                std::thread::park();
-                shared.parked.fetch_sub(1, Ordering::Relaxed);
-                if shared.wakes.load(Ordering::Acquire) != wakes {
-                    spins = 0;
-                    yielding_since = None;
+                if !parked {
+                    shared.parked.fetch_add(1, Ordering::Relaxed);
+                    parked = true;
                 }
+                // `run` unparks every thread after publishing, so no wake-up is lost. `park`
+                // can also return at once, on the token of an `unpark` that came while this
+                // thread was awake: it then parks again, still counted as parked.
+                std::thread::park();
             }
         }
         // SAFETY: the generation was published after `job` was set, and `job` stays set
@@ -495,14 +503,17 @@ impl Workers {
         true
     }
 
-    /// Wakes parked team threads, so that they wait for the next job awake (for the usual
-    /// 1.6 ms) instead of parked.
-    pub fn wake(&self) {
-        #[cfg(feature = "rayon")]
-        if let Some(team) = &self.team {
-            team.shared.wakes.fetch_add(1, Ordering::Release);
-            team.unpark_all();
-        }
+    /// Whether a job coming now should run on the calling thread alone (as one worker, all
+    /// parts its own) rather than on the team: when it is `small` (under
+    /// [`ALONE_BELOW_FLOPS`]), the last job began more than [`IDLE_BEFORE_PARK`] ago, and the
+    /// team has parked since. Jobs that follow each other closely go to the team even if it
+    /// has parked, so that the first of them wakes it for the others. `last_job` is when the
+    /// caller's last job began; it is set to now.
+    pub fn run_alone(&self, small: bool, last_job: &mut Option<Instant>) -> bool {
+        let now = Instant::now();
+        let paced = last_job.is_none_or(|last| now - last > IDLE_BEFORE_PARK);
+        *last_job = Some(now);
+        self.threads > 1 && small && paced && !self.awake()
     }
 
     /// Runs `work(worker, barrier)` on every worker at once and returns when all are done.
@@ -788,22 +799,27 @@ mod tests {
 
     #[test]
     #[cfg(feature = "rayon")]
-    fn idle_workers_park_and_wake_on_request() {
+    fn idle_workers_park_and_the_next_job_wakes_them() {
         let workers = Workers::new(3).unwrap();
         assert!(Workers::new(1).unwrap().awake());
-        workers.run(&|_, _| {});
-        eventually("parked", || !workers.awake());
-        workers.wake();
-        eventually("woke", || workers.awake());
-        // Awake for one idle period, then parked again.
-        eventually("parked again", || !workers.awake());
-        // A job wakes them as before.
         let count = AtomicUsize::new(0);
-        workers.run(&|_, barrier| {
-            count.fetch_add(1, Ordering::Relaxed);
-            barrier.wait();
-        });
-        assert_eq!(count.into_inner(), 3);
+        for _ in 0..2 {
+            eventually("parked", || !workers.awake());
+            workers.run(&|_, barrier| {
+                count.fetch_add(1, Ordering::Relaxed);
+                barrier.wait();
+            });
+        }
+        assert_eq!(count.into_inner(), 6);
+        let mut last_job = None;
+        // The first job of a caller, small: alone only while the team is parked.
+        eventually("parked again", || !workers.awake());
+        assert!(workers.run_alone(true, &mut last_job));
+        // Right after: to the team, whose job wakes it.
+        assert!(!workers.run_alone(true, &mut last_job));
+        // Large jobs never run alone, nor jobs of a single worker.
+        assert!(!workers.run_alone(false, &mut None));
+        assert!(!Workers::new(1).unwrap().run_alone(true, &mut None));
     }
 
     #[test]
