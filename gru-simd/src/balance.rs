@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::threading::{SpinBarrier, share};
+use crate::threading::{WorkerBarrier, share};
 
 /// Weight of the newest chunk's speed in the running estimate: recent enough to follow a core
 /// that slows down within a call, smooth enough that one interrupted chunk does not swing the
@@ -201,7 +201,7 @@ impl BusyClock {
     }
 
     /// Waits at `barrier` without counting the wait.
-    pub fn wait(&self, barrier: &SpinBarrier) {
+    pub fn wait(&self, barrier: &WorkerBarrier) {
         self.busy.set(self.busy.get() + self.since.get().elapsed());
         barrier.wait();
         self.since.set(Instant::now());
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn busy_clock_counts_work_and_leaves_out_waits() {
-        let barrier = SpinBarrier::new(2);
+        let barrier = WorkerBarrier::new(2);
         std::thread::scope(|scope| {
             // The other party arrives 300 ms late: this worker waits most of that.
             scope.spawn(|| {

@@ -11,7 +11,7 @@ use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::sequence::{REBALANCE_STEPS, SimdModel};
 use crate::step::{CellScratch, panel_groups, recurrent_step};
-use crate::threading::{ALONE_BELOW_FLOPS, SharedVectors, SpinBarrier};
+use crate::threading::{ALONE_BELOW_FLOPS, SharedVectors, WorkerBarrier};
 
 /// The carried state of one layer.
 #[derive(Debug)]
@@ -140,7 +140,7 @@ impl Stream<'_> {
         // closely goes to the team, which its job wakes.
         let alone = workers.run_alone(self.small, &mut self.last_step);
         let rebalance = threads > 1 && !alone && (self.steps + 1).is_multiple_of(REBALANCE_STEPS);
-        let step = |worker: usize, barrier: &SpinBarrier| {
+        let step = |worker: usize, barrier: &WorkerBarrier| {
             let mut input: &[f32] = x;
             let mut input_stride = config.input_size;
             for (packed, state) in model.layers().iter().zip(layers) {
@@ -213,7 +213,7 @@ impl Stream<'_> {
             }
         };
         if alone {
-            step(0, &SpinBarrier::new(1));
+            step(0, &WorkerBarrier::new(1));
         } else {
             workers.run(&step);
         }

@@ -1,4 +1,4 @@
-//! Threads: a team of persistent workers per model, a spinning barrier for the per-step
+//! Threads: a team of persistent workers per model, a barrier for the per-step
 //! synchronisation, and the shared state buffers the workers write between barriers.
 //!
 //! Two ways to split a step (chosen per call in [`crate::sequence`]):
@@ -35,8 +35,8 @@ use wide::f32x8;
 /// models, or two processes, each with a worker per core), a spinning worker holds the core
 /// that the worker it waits for needs. Measured here, two `gru bench` processes of 2 threads
 /// each at B = 1, I = H = 256, with waits that only spun and yielded: 16.8–18.9 ms per call,
-/// against 1.6–1.8 ms for two processes of one thread each. Sleeping after a short spin bounds
-/// what a wait can waste to about one wake-up.
+/// against 1.25–1.82 ms for two processes of one thread each; with these waits 4.5–5.5 ms.
+/// Sleeping after a short spin bounds what a wait can waste to about one wake-up.
 #[derive(Debug)]
 struct Waiter {
     /// Threads asleep (or about to be) in `wait_until`.
@@ -133,7 +133,7 @@ impl Waiter {
 /// Waiting spins, then yields, then sleeps. A worker that panics poisons it, so the others
 /// stop waiting and panic too instead of waiting forever.
 #[derive(Debug)]
-pub struct SpinBarrier {
+pub struct WorkerBarrier {
     parties: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
@@ -141,7 +141,7 @@ pub struct SpinBarrier {
     waiter: Waiter,
 }
 
-impl SpinBarrier {
+impl WorkerBarrier {
     /// A barrier for `parties` workers.
     pub fn new(parties: usize) -> Self {
         Self {
@@ -196,7 +196,7 @@ impl SpinBarrier {
 /// A job as the team's threads see it: the caller's closure with its lifetime erased. It is
 /// dereferenced only between the publishing and the completion of one [`Team::run`], while
 /// the closure is alive on the caller's stack.
-type ErasedJob = *const (dyn Fn(usize, &SpinBarrier) + Sync + 'static);
+type ErasedJob = *const (dyn Fn(usize, &WorkerBarrier) + Sync + 'static);
 
 #[cfg(feature = "rayon")]
 /// State shared by the caller and the team's threads.
@@ -211,7 +211,7 @@ struct TeamShared {
     shutdown: AtomicBool,
     /// Team threads whose loop has returned after `shutdown`.
     exited: AtomicUsize,
-    barrier: SpinBarrier,
+    barrier: WorkerBarrier,
     /// Where the caller waits for `finished`.
     all_finished: Waiter,
     /// Team threads that idled past [`IDLE_BEFORE_PARK`] and parked (or are about to).
@@ -277,7 +277,7 @@ impl Team {
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             exited: AtomicUsize::new(0),
-            barrier: SpinBarrier::new(size),
+            barrier: WorkerBarrier::new(size),
             all_finished: Waiter::new(),
             parked: AtomicUsize::new(0),
         });
@@ -325,7 +325,7 @@ impl Team {
         }
     }
 
-    fn run(&self, work: &(dyn Fn(usize, &SpinBarrier) + Sync)) {
+    fn run(&self, work: &(dyn Fn(usize, &WorkerBarrier) + Sync)) {
         // A job that panicked poisons the lock; the team itself is consistent again once
         // `WaitForTeam` has returned (declared below, so dropped before this guard).
         let _turn = self
@@ -337,7 +337,7 @@ impl Team {
         // before this function returns or unwinds (by `WaitForTeam`), and the team threads
         // dereference it only in between.
         let erased: ErasedJob = unsafe {
-            std::mem::transmute::<*const (dyn Fn(usize, &SpinBarrier) + Sync + '_), ErasedJob>(
+            std::mem::transmute::<*const (dyn Fn(usize, &WorkerBarrier) + Sync + '_), ErasedJob>(
                 std::ptr::from_ref(work),
             )
         };
@@ -518,13 +518,13 @@ impl Workers {
 
     /// Runs `work(worker, barrier)` on every worker at once and returns when all are done.
     /// Allocates nothing. Calls from several threads at once run one after the other.
-    pub fn run(&self, work: &(dyn Fn(usize, &SpinBarrier) + Sync)) {
+    pub fn run(&self, work: &(dyn Fn(usize, &WorkerBarrier) + Sync)) {
         #[cfg(feature = "rayon")]
         if let Some(team) = &self.team {
             team.run(work);
             return;
         }
-        work(0, &SpinBarrier::new(1));
+        work(0, &WorkerBarrier::new(1));
     }
 }
 
@@ -811,12 +811,13 @@ mod tests {
             });
         }
         assert_eq!(count.into_inner(), 6);
-        let mut last_job = None;
-        // The first job of a caller, small: alone only while the team is parked.
+        // The first job of a caller, small: alone while the team is parked.
         eventually("parked again", || !workers.awake());
-        assert!(workers.run_alone(true, &mut last_job));
-        // Right after: to the team, whose job wakes it.
-        assert!(!workers.run_alone(true, &mut last_job));
+        assert!(workers.run_alone(true, &mut None));
+        // Right after another (as if the last had begun just now, however slow this run is):
+        // to the team, whose job wakes it.
+        let mut just_now = Some(Instant::now() + Duration::from_secs(60));
+        assert!(!workers.run_alone(true, &mut just_now));
         // Large jobs never run alone, nor jobs of a single worker.
         assert!(!workers.run_alone(false, &mut None));
         assert!(!Workers::new(1).unwrap().run_alone(true, &mut None));
