@@ -843,8 +843,47 @@ fn store_state(source: &mut [f32x8], dest: &mut [f32], hidden: usize, panels: us
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A model of two layers with smooth deterministic weights (and input biases only).
+    pub(crate) fn two_layer_model(
+        cell: Cell,
+        input: usize,
+        hidden: usize,
+        bidirectional: bool,
+    ) -> Model {
+        let wave = |n: usize, phase: f32| {
+            (0..n)
+                .map(|k| (k as f32 * 0.61 + phase).sin() * 0.3)
+                .collect::<Vec<_>>()
+        };
+        let rows = cell.gate_count() * hidden;
+        let inputs: &[usize] = if bidirectional {
+            // The second layer reads both directions of the first.
+            &[input, input, 2 * hidden, 2 * hidden]
+        } else {
+            &[input, hidden]
+        };
+        let weights = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, &inputs)| {
+                let phase = k as f32;
+                LayerWeights::new(
+                    cell.kind(),
+                    inputs,
+                    hidden,
+                    wave(rows * inputs, phase),
+                    wave(rows * hidden, phase + 0.5),
+                    Some(wave(rows, phase + 0.25)),
+                    None,
+                )
+                .unwrap()
+            })
+            .collect();
+        Model::new(cell, bidirectional, weights).unwrap()
+    }
 
     #[test]
     fn chunks_are_longer_only_for_input_weights_beyond_the_budget() {
@@ -913,37 +952,13 @@ mod tests {
     #[cfg(feature = "rayon")]
     fn small_calls_alone_after_the_workers_park_keep_their_results() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        let (input, hidden) = (6, 20);
+        let input = 6;
         for cell in [
             Cell::Gru(GruVariant::ResetAfter),
             Cell::Gru(GruVariant::ResetBefore),
             Cell::Lstm,
         ] {
-            let rows = cell.gate_count() * hidden;
-            let wave = |n: usize, phase: f32| {
-                (0..n)
-                    .map(|k| (k as f32 * 0.61 + phase).sin() * 0.3)
-                    .collect::<Vec<_>>()
-            };
-            // Two bidirectional layers: the second reads both directions of the first.
-            let weights = [input, input, 2 * hidden, 2 * hidden]
-                .iter()
-                .enumerate()
-                .map(|(k, &inputs)| {
-                    let phase = k as f32;
-                    LayerWeights::new(
-                        cell.kind(),
-                        inputs,
-                        hidden,
-                        wave(rows * inputs, phase),
-                        wave(rows * hidden, phase + 0.5),
-                        Some(wave(rows, phase + 0.25)),
-                        None,
-                    )
-                    .unwrap()
-                })
-                .collect();
-            let model = Model::new(cell, true, weights).unwrap();
+            let model = two_layer_model(cell, input, 20, true);
             let mut one = SimdModel::new(&model).unwrap();
             let mut two = SimdModel::with_threads(&model, 2).unwrap();
             for call in 0..6 {
@@ -956,7 +971,9 @@ mod tests {
                     }
                 }
                 let (t, b) = (5, 3);
-                let x = wave(t * b * input, call as f32);
+                let x: Vec<f32> = (0..t * b * input)
+                    .map(|k| (k as f32 + call as f32).sin())
+                    .collect();
                 let lengths = [5, 2, 4];
                 let input = SequenceInput::new(&x, t, b).lengths(&lengths);
                 let want = one.forward(&input).unwrap();

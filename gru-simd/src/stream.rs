@@ -322,35 +322,8 @@ fn copy_out(source: &mut [f32x8], dest: &mut [f32], hidden: usize, panels: usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gru_core::{GruVariant, LayerWeights, Model};
-
-    fn model(cell: Cell) -> Model {
-        let (input, hidden) = (10, 20);
-        let wave = |n: usize, phase: f32| {
-            (0..n)
-                .map(|k| (k as f32 * 0.77 + phase).sin() * 0.3)
-                .collect::<Vec<_>>()
-        };
-        let rows = cell.gate_count() * hidden;
-        let layers = [input, hidden]
-            .iter()
-            .enumerate()
-            .map(|(l, &inputs)| {
-                let phase = l as f32;
-                LayerWeights::new(
-                    cell.kind(),
-                    inputs,
-                    hidden,
-                    wave(rows * inputs, phase),
-                    wave(rows * hidden, phase + 0.5),
-                    Some(wave(rows, phase + 0.25)),
-                    Some(wave(rows, phase + 0.75)),
-                )
-                .unwrap()
-            })
-            .collect();
-        Model::new(cell, false, layers).unwrap()
-    }
+    use crate::sequence::tests::two_layer_model;
+    use gru_core::GruVariant;
 
     #[test]
     #[cfg(feature = "rayon")]
@@ -361,7 +334,7 @@ mod tests {
             Cell::Gru(GruVariant::ResetBefore),
             Cell::Lstm,
         ] {
-            let model = model(cell);
+            let model = two_layer_model(cell, 10, 20, false);
             let (one, two) = (
                 SimdModel::with_threads(&model, 1).unwrap(),
                 SimdModel::with_threads(&model, 2).unwrap(),
