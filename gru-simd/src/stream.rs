@@ -342,9 +342,9 @@ mod tests {
             let (mut alone, mut team) = (one.stream(3).unwrap(), two.stream(3).unwrap());
             assert!(team.small);
             for step in 0..12 {
-                if step % 4 == 2 {
-                    // Long enough for the team to park: the next step runs on this thread
-                    // alone, and the one after it on the team again.
+                let after_a_pause = step % 4 == 2;
+                if after_a_pause {
+                    // Long enough for the team to park: this step runs on this thread alone.
                     let start = std::time::Instant::now();
                     while two.workers().awake() {
                         assert!(start.elapsed().as_secs() < 60, "the workers never parked");
@@ -354,6 +354,13 @@ mod tests {
                 let x: Vec<f32> = (0..30).map(|k| ((step * 30 + k) as f32).cos()).collect();
                 let want = bits(alone.step(&x).unwrap());
                 assert_eq!(bits(team.step(&x).unwrap()), want, "{cell:?}, step {step}");
+                if after_a_pause {
+                    // A step on the team would have woken it.
+                    assert!(
+                        !two.workers().awake(),
+                        "{cell:?}, step {step} woke the team"
+                    );
+                }
             }
             let ((h1, c1), (h2, c2)) = (alone.state(), team.state());
             assert_eq!(bits(&h1), bits(&h2));
