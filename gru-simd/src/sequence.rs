@@ -847,6 +847,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A model of two layers with smooth deterministic weights (and input biases only).
+    #[cfg(feature = "rayon")]
     pub(crate) fn two_layer_model(
         cell: Cell,
         input: usize,

@@ -319,14 +319,14 @@ fn copy_out(source: &mut [f32x8], dest: &mut [f32], hidden: usize, panels: usize
     }
 }
 
-#[cfg(test)]
+/// Only a model with several workers has steps that run alone.
+#[cfg(all(test, feature = "rayon"))]
 mod tests {
     use super::*;
     use crate::sequence::tests::two_layer_model;
     use gru_core::GruVariant;
 
     #[test]
-    #[cfg(feature = "rayon")]
     fn steps_alone_after_the_workers_park_keep_their_results() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for cell in [
