@@ -769,24 +769,6 @@ mod tests {
         });
     }
 
-    #[test]
-    #[cfg(feature = "rayon")]
-    fn a_worker_that_panics_late_wakes_the_sleeping_others() {
-        within(300, || {
-            let workers = Workers::new(2).unwrap();
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                workers.run(&|worker, barrier| {
-                    if worker == 1 {
-                        std::thread::sleep(Duration::from_millis(20));
-                        panic!("worker 1 fails after worker 0 has gone to sleep");
-                    }
-                    barrier.wait();
-                });
-            }));
-            assert!(run.is_err());
-        });
-    }
-
     /// Polls `condition` until it holds, for at most a minute.
     #[cfg(feature = "rayon")]
     fn eventually(what: &str, condition: impl Fn() -> bool) {
@@ -910,16 +892,22 @@ mod tests {
     #[test]
     #[cfg(feature = "rayon")]
     fn a_panicking_worker_releases_the_others() {
-        let workers = Workers::new(2).unwrap();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            workers.run(&|worker, barrier| {
-                if worker == 1 {
-                    panic!("worker 1 fails before the barrier");
-                }
-                // Without the poison, this would wait forever for worker 1.
-                barrier.wait();
-            });
-        }));
-        assert!(run.is_err());
+        within(300, || {
+            let workers = Workers::new(2).unwrap();
+            // At once, while worker 0 still spins; and late, once it has gone to sleep.
+            for delay in [Duration::ZERO, Duration::from_millis(20)] {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    workers.run(&|worker, barrier| {
+                        if worker == 1 {
+                            std::thread::sleep(delay);
+                            panic!("worker 1 fails before the barrier");
+                        }
+                        // Without the poison and its wake-up, this would wait forever.
+                        barrier.wait();
+                    });
+                }));
+                assert!(run.is_err(), "delay {delay:?}");
+            }
+        });
     }
 }
