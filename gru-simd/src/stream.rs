@@ -143,7 +143,8 @@ impl Stream<'_> {
         let step = |worker: usize, barrier: &WorkerBarrier| {
             let mut input: &[f32] = x;
             let mut input_stride = config.input_size;
-            for (packed, state) in model.layers().iter().zip(layers) {
+            let layer_count = model.layers().len();
+            for (l, (packed, state)) in model.layers().iter().zip(layers).enumerate() {
                 let mut split = state.split.copy(worker);
                 let panels = if alone {
                     0..packed.panels()
@@ -158,8 +159,9 @@ impl Stream<'_> {
                 };
                 let projection = &state.projection[worker];
                 let (prev, next) = (&state.h[state.current], &state.h[1 - state.current]);
-                // SAFETY: `prev` was completed before the barrier that ended the previous
-                // step (or before this call) and is not written during this layer.
+                // SAFETY: `prev` was completed within the previous step's job (or before this
+                // call), which ended before this one began, and is not written during this
+                // layer.
                 let h_prev = unsafe { prev.read(0..prev.len()) };
                 // Each group's projection just before its product: both its panels of `W_ih`
                 // and of `W_hh` are then read while the other is still in cache.
@@ -182,7 +184,8 @@ impl Stream<'_> {
                     // steps all rows, each the panels of its own part of one split (the copies
                     // are alike: each rebalances its own from the same totals, after the same
                     // barrier); `sync` is a barrier of all of them, and the layer ends with one
-                    // before anyone touches `next` or the scratch again.
+                    // (the last layer, with the end of the job) before anyone touches `next` or
+                    // the scratch again.
                     unsafe {
                         recurrent_step(
                             packed,
@@ -200,16 +203,25 @@ impl Stream<'_> {
                 if let Some(clock) = &clock {
                     state.split.add_busy(worker, clock.take_nanos());
                 }
-                barrier.wait();
+                // The next layer reads every unit of `next`, and a rebalance every worker's
+                // time: both wait for all workers. The caller reads the last layer's `next`
+                // once the job is over, so most steps end without a barrier, one round trip
+                // between cores fewer.
+                let last_layer = l + 1 == layer_count;
+                if !last_layer || rebalance {
+                    barrier.wait();
+                }
                 if rebalance {
                     // Every worker added its time before the barrier, and none adds again
                     // before this run is over.
                     split.rebalance(state.split.busy());
                 }
-                // SAFETY: every worker finished writing `next` before the barrier above; it
-                // is next written a step later, after further barriers.
-                input = wide::bytemuck::cast_slice(unsafe { next.read(0..next.len()) });
-                input_stride = packed.panels() * LANES;
+                if !last_layer {
+                    // SAFETY: every worker finished writing `next` before the barrier above;
+                    // it is next written a step later, after the end of this job.
+                    input = wide::bytemuck::cast_slice(unsafe { next.read(0..next.len()) });
+                    input_stride = packed.panels() * LANES;
+                }
             }
         };
         if alone {

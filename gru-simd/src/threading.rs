@@ -10,7 +10,8 @@
 //!   (so that each worker streams only its share of the weights): each worker owns a
 //!   contiguous range of panels and so keeps its slices of the packed `W_ih` and `W_hh` hot in
 //!   its own core's cache across steps (weight-stationary); a step ends with one barrier, since
-//!   the next step reads every unit of the state.
+//!   the next step reads every unit of the state (a streaming step, whose job ends with it,
+//!   needs none after its last layer).
 //!
 //! A dot product is never split across workers, so results are bitwise identical for every
 //! thread count.
