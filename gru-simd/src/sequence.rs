@@ -183,11 +183,15 @@ impl SimdModel {
 
     /// Packs every layer of `model`, to run on `threads` workers (a pool of its own).
     ///
-    /// The workers meet at every step, so one worker per free core is fastest. With more
-    /// workers than free cores (several models or processes sharing the cores), a worker that
-    /// has waited about 25 µs yields its core and then sleeps, so each step costs about one
-    /// wake-up more rather than a scheduler time slice; fewer workers per model are still
-    /// faster then. Idle workers park after 1.6 ms; a small call after a pause runs on the
+    /// The workers meet at every step, so one worker per free core is fastest, except for very
+    /// small models: below about 30 thousand FLOPs per step and layer (`2·G·H·(I + H)·B`; a
+    /// GRU at B = 1 up to I = H ≈ 48) one worker was as fast or faster here, since a hand-over
+    /// between cores costs more than half of such a step saves.
+    ///
+    /// With more workers than free cores (several models or processes sharing the cores), a
+    /// worker that has waited about 25 µs yields its core and then sleeps, so each step costs
+    /// about one wake-up more rather than a scheduler time slice; fewer workers per model are
+    /// still faster then. Idle workers park after 1.6 ms; a small call after a pause runs on the
     /// calling thread alone rather than wake them ([`Workers::run_alone`]).
     pub fn with_threads(model: &Model, threads: usize) -> Result<Self> {
         let cell = model.cell();
