@@ -17,7 +17,9 @@ use crate::balance::{Balance, BusyClock, WorkerSplits};
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
-use crate::threading::{ALONE_BELOW_FLOPS, SharedSlice, SharedVectors, Workers};
+use crate::threading::{
+    ALONE_BELOW_FLOPS, ALONE_BELOW_STEP_FLOPS, JobSize, SharedSlice, SharedVectors, Workers,
+};
 
 /// Upper bound on the projection of one chunk of steps, all rows together, in vectors (1 MiB):
 /// memory stays bounded for any sequence length, the buffer stays in cache, and a chunk still
@@ -104,6 +106,9 @@ pub struct SimdModel {
     /// Calls of fewer FLOPs may run alone: [`ALONE_BELOW_FLOPS`], or 0 in tests that follow
     /// what the team does.
     alone_below_flops: usize,
+    /// Calls and streams whose every step is under this run alone
+    /// ([`Self::set_alone_below_step_flops`]).
+    alone_below_step_flops: usize,
     workspace: Workspace,
 }
 
@@ -184,9 +189,10 @@ impl SimdModel {
     /// Packs every layer of `model`, to run on `threads` workers (a pool of its own).
     ///
     /// The workers meet at every step, so one worker per free core is fastest, except for very
-    /// small models: below about 30 thousand FLOPs per step and layer (`2·G·H·(I + H)·B`; a
-    /// GRU at B = 1 up to I = H ≈ 48) one worker was as fast or faster here, since a hand-over
-    /// between cores costs more than half of such a step saves.
+    /// small steps, where a hand-over between cores costs more than half of a step saves:
+    /// calls whose steps are all under [`ALONE_BELOW_STEP_FLOPS`] (a GRU at B = 1 up to
+    /// I = H = 40) run on the calling thread alone
+    /// ([`set_alone_below_step_flops`](Self::set_alone_below_step_flops)).
     ///
     /// With more workers than free cores (several models or processes sharing the cores), a
     /// worker that has waited about 25 µs yields its core and then sleeps, so each step costs
@@ -206,6 +212,7 @@ impl SimdModel {
             caller_alone: Workers::new(1)?,
             last_call: None,
             alone_below_flops: ALONE_BELOW_FLOPS,
+            alone_below_step_flops: ALONE_BELOW_STEP_FLOPS,
             workspace: Workspace::default(),
         })
     }
@@ -216,6 +223,40 @@ impl SimdModel {
             self.workers = Workers::new(threads)?;
         }
         Ok(())
+    }
+
+    /// Calls (and streams started later) whose every step is under `flops` run on the calling
+    /// thread alone, whatever the number of workers: one step of each layer at the call's
+    /// batch, `2·G·H·(I + H)·B` FLOPs. By default [`ALONE_BELOW_STEP_FLOPS`], where a
+    /// hand-over between two cores cost more than half of a step saved here; a machine whose
+    /// cores are further apart (two sockets) may want more. 0 puts every call on all workers.
+    ///
+    /// ```
+    /// use gru_core::{CellKind, GruVariant, LayerWeights};
+    /// let weights = LayerWeights::new(CellKind::Gru, 4, 16, vec![0.1; 192], vec![0.1; 768], None, None)?;
+    /// let mut model = gru_simd::Gru::new(&weights, GruVariant::ResetAfter)?;
+    /// // One step here is 2·3·16·(4 + 16) = 1920 FLOPs: with several workers, every call
+    /// // would run on the calling thread unless told otherwise.
+    /// assert!(model.alone_below_step_flops() > 1920);
+    /// model.set_alone_below_step_flops(0);
+    /// # Ok::<(), gru_core::Error>(())
+    /// ```
+    pub fn set_alone_below_step_flops(&mut self, flops: usize) {
+        self.alone_below_step_flops = flops;
+    }
+
+    /// The FLOPs under which every step of a call runs alone
+    /// ([`Self::set_alone_below_step_flops`]).
+    pub fn alone_below_step_flops(&self) -> usize {
+        self.alone_below_step_flops
+    }
+
+    /// Whether every step of every layer at `batch` is under
+    /// [`Self::alone_below_step_flops`].
+    pub(crate) fn tiny_steps(&self, batch: usize) -> bool {
+        self.layers
+            .iter()
+            .all(|layer| layer.flops(batch) < self.alone_below_step_flops)
     }
 
     /// Number of workers.
@@ -267,6 +308,7 @@ impl RecurrentKernel for SimdModel {
         let config = self.config;
         input.validate(&config)?;
         let mut out = SequenceOutput::zeros(&config, input);
+        let tiny_steps = self.tiny_steps(input.batch);
         let Self {
             layers,
             workers,
@@ -280,7 +322,11 @@ impl RecurrentKernel for SimdModel {
             .iter()
             .map(|layer| layer.flops(input.batch * input.seq_len))
             .fold(0, usize::saturating_add);
-        let workers = if workers.run_alone(flops < *alone_below_flops, last_call) {
+        let job = JobSize {
+            small: flops < *alone_below_flops,
+            tiny_steps,
+        };
+        let workers = if workers.run_alone(job, last_call) {
             &*caller_alone
         } else {
             &*workers
@@ -936,6 +982,7 @@ pub(crate) mod tests {
         let mut gru = SimdModel::with_threads(&model, 2).unwrap();
         // Every call on the team, even if it has parked in between (a slow run).
         gru.alone_below_flops = 0;
+        gru.alone_below_step_flops = 0;
         let call = |gru: &mut SimdModel, t: usize, b: usize| {
             let x = vec![0.5; t * b * 3];
             gru.forward(&SequenceInput::new(&x, t, b)).unwrap();
@@ -966,6 +1013,7 @@ pub(crate) mod tests {
             let model = two_layer_model(cell, input, 20, true);
             let mut one = SimdModel::new(&model).unwrap();
             let mut two = SimdModel::with_threads(&model, 2).unwrap();
+            two.alone_below_step_flops = 0;
             for call in 0..6 {
                 let after_a_pause = call % 2 == 0;
                 if after_a_pause {
@@ -998,6 +1046,34 @@ pub(crate) mod tests {
                 // The call after a pause ran alone (a split for one worker), the next on both.
                 let workers = if after_a_pause { 1 } else { 2 };
                 assert_eq!(two.workspace.splits[0].threads, workers, "call {call}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "rayon")]
+    fn calls_of_tiny_steps_run_alone_with_the_same_results() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let input = 6;
+        for cell in [Cell::Gru(GruVariant::ResetAfter), Cell::Lstm] {
+            // One step of a layer at B = 3: 2·G·20·(6 or 20 + 20)·3 FLOPs, at most 19 200.
+            let model = two_layer_model(cell, input, 20, false);
+            let mut one = SimdModel::new(&model).unwrap();
+            let mut two = SimdModel::with_threads(&model, 2).unwrap();
+            assert!(two.tiny_steps(3) && !two.tiny_steps(8));
+            let (t, b) = (7, 3);
+            let x: Vec<f32> = (0..t * b * input).map(|k| (k as f32).sin()).collect();
+            let input = SequenceInput::new(&x, t, b);
+            let want = one.forward(&input).unwrap();
+            for (alone_below, workers) in [(ALONE_BELOW_STEP_FLOPS, 1), (0, 2)] {
+                two.set_alone_below_step_flops(alone_below);
+                // As if the last call had begun just now: no call here is after a pause.
+                two.last_call = Some(Instant::now() + std::time::Duration::from_secs(60));
+                let got = two.forward(&input).unwrap();
+                assert_eq!(bits(&got.output), bits(&want.output), "{cell:?}");
+                assert_eq!(bits(&got.h_n), bits(&want.h_n), "{cell:?}");
+                // The split this call ended with is for the workers it ran on.
+                assert_eq!(two.workspace.splits[0].threads, workers, "{cell:?}");
             }
         }
     }

@@ -11,7 +11,7 @@ use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::sequence::{REBALANCE_STEPS, SimdModel};
 use crate::step::{CellScratch, panel_groups, recurrent_step};
-use crate::threading::{ALONE_BELOW_FLOPS, SharedVectors, WorkerBarrier};
+use crate::threading::{ALONE_BELOW_FLOPS, JobSize, SharedVectors, WorkerBarrier};
 
 /// The carried state of one layer.
 #[derive(Debug)]
@@ -41,7 +41,8 @@ struct LayerState {
 /// they save on a small step: a step under 16 MFLOP that comes more than 1.6 ms after the last
 /// one (one per audio frame, say) runs on the calling thread alone if they have parked
 /// ([`Workers::run_alone`](crate::threading::Workers::run_alone)). The `paced_calls` example
-/// measures steps with pauses between them.
+/// measures steps with pauses between them. Steps too small to share (under the model's
+/// [`SimdModel::alone_below_step_flops`] in every layer) always run on the calling thread.
 ///
 /// ```
 /// use gru_core::{CellKind, GruVariant, LayerWeights};
@@ -65,6 +66,9 @@ pub struct Stream<'m> {
     steps: usize,
     /// Whether a step of every layer takes fewer than [`ALONE_BELOW_FLOPS`].
     small: bool,
+    /// Whether a step of every layer is under the model's
+    /// [`SimdModel::alone_below_step_flops`]: then every step runs alone.
+    tiny: bool,
     /// When the last step began.
     last_step: Option<Instant>,
 }
@@ -108,6 +112,7 @@ impl SimdModel {
                 .map(|layer| layer.flops(batch))
                 .fold(0, usize::saturating_add)
                 < ALONE_BELOW_FLOPS,
+            tiny: self.tiny_steps(batch),
             last_step: None,
         })
     }
@@ -138,7 +143,11 @@ impl Stream<'_> {
         // A step run alone leaves the team parked: waking it from here cost about as much as
         // the step (14 µs at I = H = 256, one step every 2 ms). The next step that follows
         // closely goes to the team, which its job wakes.
-        let alone = workers.run_alone(self.small, &mut self.last_step);
+        let job = JobSize {
+            small: self.small,
+            tiny_steps: self.tiny,
+        };
+        let alone = workers.run_alone(job, &mut self.last_step);
         let rebalance = threads > 1 && !alone && (self.steps + 1).is_multiple_of(REBALANCE_STEPS);
         let step = |worker: usize, barrier: &WorkerBarrier| {
             let mut input: &[f32] = x;
@@ -347,10 +356,11 @@ mod tests {
             Cell::Lstm,
         ] {
             let model = two_layer_model(cell, 10, 20, false);
-            let (one, two) = (
+            let (one, mut two) = (
                 SimdModel::with_threads(&model, 1).unwrap(),
                 SimdModel::with_threads(&model, 2).unwrap(),
             );
+            two.set_alone_below_step_flops(0);
             let (mut alone, mut team) = (one.stream(3).unwrap(), two.stream(3).unwrap());
             assert!(team.small);
             for step in 0..12 {
@@ -377,6 +387,38 @@ mod tests {
             let ((h1, c1), (h2, c2)) = (alone.state(), team.state());
             assert_eq!(bits(&h1), bits(&h2));
             assert_eq!(c1.map(|c| bits(&c)), c2.map(|c| bits(&c)));
+        }
+    }
+
+    #[test]
+    fn tiny_steps_run_alone_with_the_same_results() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for cell in [Cell::Gru(GruVariant::ResetAfter), Cell::Lstm] {
+            // One step of a layer at B = 3: 2·G·20·(10 or 20 + 20)·3 FLOPs, at most 19 200.
+            let model = two_layer_model(cell, 10, 20, false);
+            let one = SimdModel::with_threads(&model, 1).unwrap();
+            let mut two = SimdModel::with_threads(&model, 2).unwrap();
+            for alone_below in [two.alone_below_step_flops(), 0] {
+                two.set_alone_below_step_flops(alone_below);
+                let (mut alone, mut stream) = (one.stream(3).unwrap(), two.stream(3).unwrap());
+                assert_eq!(stream.tiny, alone_below > 0);
+                for step in 0..12 {
+                    let x: Vec<f32> = (0..30).map(|k| ((step * 30 + k) as f32).cos()).collect();
+                    let want = bits(alone.step(&x).unwrap());
+                    // As if the last step had begun just now, however slow this run is (under
+                    // valgrind a step can take longer than the workers idle before they park).
+                    stream.last_step = Some(Instant::now() + std::time::Duration::from_secs(60));
+                    assert_eq!(
+                        bits(stream.step(&x).unwrap()),
+                        want,
+                        "{cell:?}, step {step}"
+                    );
+                }
+                // Only steps on the team count the workers' busy time.
+                let timed =
+                    stream.layers[0].split.busy()[1].load(std::sync::atomic::Ordering::Relaxed) > 0;
+                assert_eq!(timed, alone_below == 0, "{cell:?}");
+            }
         }
     }
 }

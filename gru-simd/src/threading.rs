@@ -260,6 +260,27 @@ struct Team {
 /// batches, longer sequences) gain more from the other cores than the wake-up costs.
 pub const ALONE_BELOW_FLOPS: usize = 16_000_000;
 
+/// A job whose every step is under this many FLOPs (one step of a layer at the job's batch,
+/// `2·G·H·(I + H)·B`) runs on the calling thread alone, awake team or not
+/// ([`Workers::run_alone`]): the workers meet after every step, and a hand-over between cores
+/// cost more than half of such a step saved. Measured here with `gru bench` on 2 threads
+/// against 1, µs per call (one to three runs minutes apart): a GRU step at B = 1,
+/// I = H = 16 (4.6 kFLOP) 0.63 against 0.27, 32 (12.3 kFLOP) 0.72–0.77 against 0.36–0.55,
+/// 40 (19.2 kFLOP) 0.70–0.91 against 0.62–0.87; a sequence of 100 steps at 32, 46 against 26.
+/// From about 20 to 50 kFLOP, two workers were faster in some runs and slower in others; at
+/// I = H = 64 (49 kFLOP) they were faster in all three.
+pub const ALONE_BELOW_STEP_FLOPS: usize = 20_000;
+
+/// The size of a job, for [`Workers::run_alone`].
+#[derive(Clone, Copy, Debug)]
+pub struct JobSize {
+    /// Under [`ALONE_BELOW_FLOPS`]: after a pause it runs alone rather than wake the team.
+    pub small: bool,
+    /// Every step (between two meetings of the workers) under [`ALONE_BELOW_STEP_FLOPS`], or
+    /// the model's own threshold: it always runs alone.
+    pub tiny_steps: bool,
+}
+
 /// How long an idle team thread waits for the next job before it parks: long enough that
 /// back-to-back steps never wait for a wake-up, short enough not to hold a core for long after
 /// the last one. It spins for the first 25 µs or so and yields for the rest, so that other
@@ -505,16 +526,17 @@ impl Workers {
     }
 
     /// Whether a job coming now should run on the calling thread alone (as one worker, all
-    /// parts its own) rather than on the team: when it is `small` (under
-    /// [`ALONE_BELOW_FLOPS`]), the last job began more than [`IDLE_BEFORE_PARK`] ago, and the
-    /// team has parked since. Jobs that follow each other closely go to the team even if it
-    /// has parked, so that the first of them wakes it for the others. `last_job` is when the
-    /// caller's last job began; it is set to now.
-    pub fn run_alone(&self, small: bool, last_job: &mut Option<Instant>) -> bool {
+    /// parts its own) rather than on the team: always when its steps are tiny (under
+    /// [`ALONE_BELOW_STEP_FLOPS`]); otherwise when it is small (under [`ALONE_BELOW_FLOPS`]),
+    /// the last job began more than [`IDLE_BEFORE_PARK`] ago, and the team has parked since.
+    /// Jobs that follow each other closely go to the team even if it has parked, so that the
+    /// first of them wakes it for the others. `last_job` is when the caller's last job began;
+    /// it is set to now.
+    pub fn run_alone(&self, job: JobSize, last_job: &mut Option<Instant>) -> bool {
         let now = Instant::now();
         let paced = last_job.is_none_or(|last| now - last > IDLE_BEFORE_PARK);
         *last_job = Some(now);
-        self.threads > 1 && small && paced && !self.awake()
+        self.threads > 1 && (job.tiny_steps || (job.small && paced && !self.awake()))
     }
 
     /// Runs `work(worker, barrier)` on every worker at once and returns when all are done.
@@ -794,16 +816,23 @@ mod tests {
             });
         }
         assert_eq!(count.into_inner(), 6);
+        let job = |small, tiny_steps| JobSize { small, tiny_steps };
         // The first job of a caller, small: alone while the team is parked.
         eventually("parked again", || !workers.awake());
-        assert!(workers.run_alone(true, &mut None));
+        assert!(workers.run_alone(job(true, false), &mut None));
         // Right after another (as if the last had begun just now, however slow this run is):
-        // to the team, whose job wakes it.
+        // to the team, whose job wakes it, unless its steps are tiny.
         let mut just_now = Some(Instant::now() + Duration::from_secs(60));
-        assert!(!workers.run_alone(true, &mut just_now));
-        // Large jobs never run alone, nor jobs of a single worker.
-        assert!(!workers.run_alone(false, &mut None));
-        assert!(!Workers::new(1).unwrap().run_alone(true, &mut None));
+        assert!(!workers.run_alone(job(true, false), &mut just_now));
+        assert!(workers.run_alone(job(true, true), &mut just_now));
+        assert!(workers.run_alone(job(false, true), &mut just_now));
+        // Large jobs of larger steps never run alone, nor any job of a single worker.
+        assert!(!workers.run_alone(job(false, false), &mut None));
+        assert!(
+            !Workers::new(1)
+                .unwrap()
+                .run_alone(job(true, true), &mut None)
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{Values, random_model, threads as available};
+use common::{Values, on_workers, random_model, threads as available};
 use gru_core::{Cell, GruVariant, RecurrentKernel, SequenceInput, SequenceOutput};
 use gru_ref::ReferenceKernel;
 use gru_simd::SimdModel;
@@ -150,7 +150,7 @@ fn run(case: &Case) -> (SequenceOutput, SequenceOutput) {
     if case.with_lengths {
         input = input.lengths(&lengths);
     }
-    let mut simd = SimdModel::with_threads(&model, available(case.threads)).unwrap();
+    let mut simd = on_workers(&model, case.threads);
     let mut reference = ReferenceKernel::new(model);
     (
         simd.forward(&input).unwrap(),
@@ -203,10 +203,7 @@ fn large_batches_with_large_weights_agree_split_by_panels() {
             "{cell:?}: {errors:?}"
         );
         for threads in [2, 3] {
-            let split = SimdModel::with_threads(&model, available(threads))
-                .unwrap()
-                .forward(&sequence)
-                .unwrap();
+            let split = on_workers(&model, threads).forward(&sequence).unwrap();
             assert!(
                 output_bits(&split) == output_bits(&one),
                 "{cell:?} threads {threads}"
@@ -227,12 +224,7 @@ fn results_are_bitwise_identical_for_every_thread_count() {
             let lengths: Vec<usize> = (0..b).map(|i| (i * 5) % (t + 1)).collect();
             let input = SequenceInput::new(&x, t, b).lengths(&lengths);
             let outputs: Vec<SequenceOutput> = (1..=3)
-                .map(|threads| {
-                    SimdModel::with_threads(&model, available(threads))
-                        .unwrap()
-                        .forward(&input)
-                        .unwrap()
-                })
+                .map(|threads| on_workers(&model, threads).forward(&input).unwrap())
                 .collect();
             for other in &outputs[1..] {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -268,7 +260,7 @@ fn work_that_moves_between_workers_keeps_its_results() {
             let input = SequenceInput::new(&x, t, b).lengths(&lengths);
             let one = output_bits(&SimdModel::new(&model).unwrap().forward(&input).unwrap());
             for threads in [2, 3] {
-                let mut simd = SimdModel::with_threads(&model, available(threads)).unwrap();
+                let mut simd = on_workers(&model, threads);
                 for call in 0..2 {
                     let out = simd.forward(&input).unwrap();
                     assert!(
@@ -290,7 +282,7 @@ fn short_calls_that_carry_the_split_keep_their_results() {
         let model = random_model(cell, 19, 64, 1, true, true, 70 + k as u64);
         for b in [1, 64] {
             let mut one = SimdModel::new(&model).unwrap();
-            let mut two = SimdModel::with_threads(&model, available(2)).unwrap();
+            let mut two = on_workers(&model, 2);
             let mut values = Values::new(71);
             // Five calls: 15 steps, past the first rebalance of the panels (after step 8).
             for call in 0..5 {
@@ -323,7 +315,7 @@ fn calls_after_the_threads_change_keep_their_results() {
             let x = values.vec(t * b * 19, 3.0);
             let input = SequenceInput::new(&x, t, b);
             let one = output_bits(&SimdModel::new(&model).unwrap().forward(&input).unwrap());
-            let mut simd = SimdModel::with_threads(&model, 2).unwrap();
+            let mut simd = on_workers(&model, 2);
             for threads in [2, 3, 2, 1, 2] {
                 simd.set_threads(threads).unwrap();
                 let out = simd.forward(&input).unwrap();
@@ -349,7 +341,7 @@ fn streaming_matches_the_sequence_forward() {
             if cell == Cell::Lstm {
                 input = input.c0(&c0);
             }
-            let mut simd = SimdModel::with_threads(&model, available(threads)).unwrap();
+            let mut simd = on_workers(&model, threads);
             let whole = ReferenceKernel::new(model).forward(&input).unwrap();
             // The same tiles and the same summation order one step at a time as over the
             // whole sequence: bit for bit the same outputs.
@@ -450,7 +442,7 @@ fn memory_does_not_grow_with_the_sequence() {
         .unwrap_or(100_000);
     for &cell in &CELLS {
         let model = random_model(cell, 8, 16, 1, false, true, 21);
-        let mut simd = SimdModel::with_threads(&model, available(2)).unwrap();
+        let mut simd = on_workers(&model, 2);
         // Both lengths are longer than one chunk (5461 steps here).
         let short = Values::new(1).vec(long_steps / 5 * 8, 1.0);
         simd.forward(&SequenceInput::new(&short, long_steps / 5, 1))

@@ -9,9 +9,8 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Values, random_model, threads as available};
+use common::{Values, on_workers, random_model};
 use gru_core::{Cell, GruVariant};
-use gru_simd::SimdModel;
 
 struct Counting;
 
@@ -63,7 +62,7 @@ fn streaming_steps_do_not_allocate() {
     ] {
         for threads in [1, 2] {
             let model = random_model(cell, 16, 40, 2, false, true, 11);
-            models.push(SimdModel::with_threads(&model, available(threads)).unwrap());
+            models.push(on_workers(&model, threads));
             let mut stream = models.last().unwrap().stream(3).unwrap();
             let x = Values::new(2).vec(3 * 16, 1.0);
             // Warm-up: the pool's threads start and settle.

@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
 
-use common::{Values, random_model, threads};
+use common::{Values, on_workers, random_model};
 use gru_core::{Cell, GruVariant};
 use gru_simd::SimdModel;
 
@@ -55,7 +55,7 @@ fn streams_on_one_shared_model_step_from_several_threads_at_once() {
     let (input, hidden, steps, batch) = (5, 24, steps(), 2);
     for cell in [Cell::Gru(GruVariant::ResetAfter), Cell::Lstm] {
         let model = random_model(cell, input, hidden, 2, false, true, 7);
-        let simd = Arc::new(SimdModel::with_threads(&model, threads(2)).unwrap());
+        let simd = Arc::new(on_workers(&model, 2));
         let inputs: Vec<Arc<Vec<f32>>> = (0..3)
             .map(|s| Arc::new(Values::new(s + 1).vec(steps * batch * input, 1.0)))
             .collect();

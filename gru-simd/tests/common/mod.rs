@@ -58,3 +58,12 @@ pub fn random_model(
 pub fn threads(threads: usize) -> usize {
     if cfg!(feature = "rayon") { threads } else { 1 }
 }
+
+/// `model` packed for `threads` workers (1 without the `rayon` feature), with every call on
+/// all of them however small its steps: these tests check the multithreaded paths on small
+/// shapes, whose calls would otherwise run on the calling thread alone.
+pub fn on_workers(model: &Model, workers: usize) -> gru_simd::SimdModel {
+    let mut simd = gru_simd::SimdModel::with_threads(model, threads(workers)).unwrap();
+    simd.set_alone_below_step_flops(0);
+    simd
+}
