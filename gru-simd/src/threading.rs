@@ -20,7 +20,7 @@ use std::cell::UnsafeCell;
 use std::ops::Range;
 #[cfg(feature = "rayon")]
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,14 +38,26 @@ use wide::f32x8;
 /// each at B = 1, I = H = 256, with waits that only spun and yielded: 16.8–18.9 ms per call,
 /// against 1.25–1.82 ms for two processes of one thread each; with these waits 4.5–5.5 ms.
 /// Sleeping after a short spin bounds what a wait can waste to about one wake-up.
+///
+/// Even the short spin held the shared core for 25 µs a wait, twice a step. So a waiter that
+/// finds its core shared (a yield ran another thread) spins an eighth as long next time, and
+/// each wait that finds its core free doubles the spins back: two processes of 2 workers went
+/// from 4.5–5.1 to 1.5–2.0 ms per call (1 worker each 1.5), 2 workers pinned to one core from
+/// 4.5 to 1.9 ms (1 worker 1.4–1.6). With a core per worker the yields return at once and the
+/// spins stay as they were (eight paired rounds, 2 threads, B = 1 and 64, GRU and LSTM,
+/// sequences and steps: 0.85–1.00× the time).
 #[derive(Debug)]
 struct Waiter {
     /// Threads asleep (or about to be) in `wait_until`.
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
+    /// Spins before yielding, learnt from the last waits: cut to an eighth when a yield ran
+    /// another thread (the core is shared, and spinning holds it from the worker waited for),
+    /// doubled back towards `max_spins` by each wait that did not.
+    spins: AtomicU32,
     /// [`SPINS`], or none in tests of the sleeping path.
-    spins: u32,
+    max_spins: u32,
     /// [`YIELD_BUDGET`], or none in tests of the sleeping path.
     yield_budget: Duration,
 }
@@ -70,7 +82,8 @@ impl Waiter {
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
-            spins: SPINS,
+            spins: AtomicU32::new(SPINS),
+            max_spins: SPINS,
             yield_budget: YIELD_BUDGET,
         }
     }
@@ -79,7 +92,8 @@ impl Waiter {
     #[cfg(test)]
     fn sleeping_at_once() -> Self {
         Self {
-            spins: 0,
+            spins: AtomicU32::new(0),
+            max_spins: 0,
             yield_budget: Duration::ZERO,
             ..Self::new()
         }
@@ -87,21 +101,30 @@ impl Waiter {
 
     /// Returns once `done()` is true; whoever makes it true must then call [`Self::notify`].
     fn wait_until(&self, done: impl Fn() -> bool) {
-        for _ in 0..self.spins {
+        let spins = self.spins.load(Ordering::Relaxed);
+        for _ in 0..spins {
             if done() {
+                self.spin_more(spins);
                 return;
             }
             std::hint::spin_loop();
         }
         let yielding_since = Instant::now();
         let mut last = yielding_since;
+        let mut shared_core = false;
         while !done() && last - yielding_since < self.yield_budget {
             std::thread::yield_now();
             let now = Instant::now();
             if now - last > SHARED_CORE_YIELD {
+                shared_core = true;
                 break;
             }
             last = now;
+        }
+        if shared_core {
+            self.spins.store(spins / 8, Ordering::Relaxed);
+        } else {
+            self.spin_more(spins);
         }
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -115,6 +138,18 @@ impl Waiter {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// After a wait that found its core to itself: twice the spins (up to `max_spins`), written
+    /// only when that changes them (every worker of a barrier shares this line).
+    fn spin_more(&self, spins: u32) {
+        let more = spins
+            .saturating_mul(2)
+            .saturating_add(1)
+            .min(self.max_spins);
+        if more != spins {
+            self.spins.store(more, Ordering::Relaxed);
+        }
     }
 
     /// Wakes the threads asleep in `wait_until`, after what they wait for has been done.
@@ -734,6 +769,48 @@ mod tests {
             sleeper.join().unwrap();
             assert_eq!(waiter.sleepers.load(Ordering::SeqCst), 0);
         });
+    }
+
+    #[test]
+    fn spins_shrink_on_a_shared_core_and_grow_back() {
+        let waiter = std::sync::Arc::new(Waiter::new());
+        let spins = || waiter.spins.load(Ordering::Relaxed);
+        // Waits that find their core to themselves double the spins back up to the most.
+        waiter.spins.store(0, Ordering::Relaxed);
+        waiter.wait_until(|| true);
+        assert_eq!(spins(), 1);
+        for _ in 0..20 {
+            waiter.wait_until(|| true);
+        }
+        assert_eq!(spins(), SPINS);
+        // Every core busy with another thread: a yield of the waiting thread runs one of them
+        // for a time slice, so the wait cuts its spins.
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let busy: Vec<_> = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let flag = std::sync::Arc::new(AtomicBool::new(false));
+        let (w, f) = (waiter.clone(), flag.clone());
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            f.store(true, Ordering::Release);
+            w.notify();
+        });
+        waiter.wait_until(|| flag.load(Ordering::Acquire));
+        assert_eq!(spins(), SPINS / 8);
+        stop.store(true, Ordering::Relaxed);
+        setter.join().unwrap();
+        for thread in busy {
+            thread.join().unwrap();
+        }
     }
 
     #[test]
