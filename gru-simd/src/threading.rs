@@ -43,7 +43,7 @@ use wide::f32x8;
 /// finds its core shared (a yield ran another thread) spins an eighth as long next time, and
 /// each wait that finds its core free doubles the spins back: two processes of 2 workers went
 /// from 4.5–5.1 to 1.5–2.0 ms per call (1 worker each 1.5), 2 workers pinned to one core from
-/// 4.5 to 1.9 ms (1 worker 1.4–1.6). With a core per worker the yields return at once and the
+/// 4.5 to 1.9 ms (1 worker 1.2–1.6). With a core per worker the yields return at once and the
 /// spins stay as they were (eight paired rounds, 2 threads, B = 1 and 64, GRU and LSTM,
 /// sequences and steps: 0.85–1.00× the time).
 #[derive(Debug)]
