@@ -9,78 +9,84 @@ use wide::f32x8;
 /// Independent FMA chains per thread: enough to cover the latency of both FMA pipes.
 const CHAINS: usize = 12;
 
+/// Runs `body` on `threads` threads at once (at least one) and returns what each returned.
+///
+/// # Errors
+/// When the system refuses to start a thread; the threads already started finish first.
+fn on_threads<T: Send>(threads: usize, body: impl Fn() -> T + Sync) -> std::io::Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let workers = (0..threads.max(1))
+            .map(|_| std::thread::Builder::new().spawn_scoped(scope, &body))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(workers
+            .into_iter()
+            .map(|w| w.join().expect("measuring thread"))
+            .collect())
+    })
+}
+
 /// FLOP/s of `threads` threads each running independent chains of 256-bit FMAs for about
 /// `seconds`.
-pub fn fma_peak(threads: usize, seconds: f64) -> f64 {
-    let per_thread: Vec<f64> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(move || {
-                    let mut acc = [f32x8::splat(1.0); CHAINS];
-                    let m = black_box(f32x8::splat(0.999_999));
-                    let a = black_box(f32x8::splat(1e-7));
-                    let rounds = 1_000_000u64;
-                    let mut best = 0.0f64;
-                    let start = Instant::now();
-                    while start.elapsed().as_secs_f64() < seconds {
-                        let t = Instant::now();
-                        for _ in 0..rounds {
-                            for v in &mut acc {
-                                *v = v.mul_add(m, a);
-                            }
-                        }
-                        let flops = (rounds * CHAINS as u64 * 16) as f64;
-                        best = best.max(flops / t.elapsed().as_secs_f64());
-                    }
-                    black_box(acc);
-                    best
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("FMA worker"))
-            .collect()
-    });
-    per_thread.iter().sum()
+///
+/// # Errors
+/// When the system refuses to start a thread.
+pub fn fma_peak(threads: usize, seconds: f64) -> std::io::Result<f64> {
+    let per_thread = on_threads(threads, || {
+        let mut acc = [f32x8::splat(1.0); CHAINS];
+        let m = black_box(f32x8::splat(0.999_999));
+        let a = black_box(f32x8::splat(1e-7));
+        let rounds = 1_000_000u64;
+        let mut best = 0.0f64;
+        let start = Instant::now();
+        while start.elapsed().as_secs_f64() < seconds {
+            let t = Instant::now();
+            for _ in 0..rounds {
+                for v in &mut acc {
+                    *v = v.mul_add(m, a);
+                }
+            }
+            let flops = (rounds * CHAINS as u64 * 16) as f64;
+            best = best.max(flops / t.elapsed().as_secs_f64());
+        }
+        black_box(acc);
+        best
+    })?;
+    Ok(per_thread.iter().sum())
 }
 
 /// Bytes/s one thread reads from a buffer of `bytes` bytes streamed over and over (while
 /// `threads − 1` other threads do the same on buffers of their own, as the kernels do).
-pub fn read_bandwidth_per_thread(bytes: usize, threads: usize, seconds: f64) -> f64 {
+///
+/// # Errors
+/// When the system refuses to start a thread.
+pub fn read_bandwidth_per_thread(
+    bytes: usize,
+    threads: usize,
+    seconds: f64,
+) -> std::io::Result<f64> {
     let vectors = (bytes / 32).max(1);
-    let per_thread: Vec<f64> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(move || {
-                    let buffer = vec![f32x8::splat(1.0); vectors];
-                    let mut best = 0.0f64;
-                    let start = Instant::now();
-                    let mut sums = [f32x8::ZERO; 4];
-                    while start.elapsed().as_secs_f64() < seconds {
-                        let t = Instant::now();
-                        let passes = (1 << 24) / vectors + 1;
-                        for _ in 0..passes {
-                            for chunk in black_box(&buffer).chunks_exact(4) {
-                                for (s, &v) in sums.iter_mut().zip(chunk) {
-                                    *s += v;
-                                }
-                            }
-                        }
-                        let read = (passes * vectors / 4 * 4 * 32) as f64;
-                        best = best.max(read / t.elapsed().as_secs_f64());
+    let per_thread = on_threads(threads, || {
+        let buffer = vec![f32x8::splat(1.0); vectors];
+        let mut best = 0.0f64;
+        let start = Instant::now();
+        let mut sums = [f32x8::ZERO; 4];
+        while start.elapsed().as_secs_f64() < seconds {
+            let t = Instant::now();
+            let passes = (1 << 24) / vectors + 1;
+            for _ in 0..passes {
+                for chunk in black_box(&buffer).chunks_exact(4) {
+                    for (s, &v) in sums.iter_mut().zip(chunk) {
+                        *s += v;
                     }
-                    black_box(sums);
-                    best
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("bandwidth worker"))
-            .collect()
-    });
-    per_thread.iter().copied().fold(f64::INFINITY, f64::min)
+                }
+            }
+            let read = (passes * vectors / 4 * 4 * 32) as f64;
+            best = best.max(read / t.elapsed().as_secs_f64());
+        }
+        black_box(sums);
+        best
+    })?;
+    Ok(per_thread.iter().copied().fold(f64::INFINITY, f64::min))
 }
 
 /// Bytes of memory the system can still give this process without swapping: `MemAvailable`

@@ -49,8 +49,8 @@ struct AccuracyArgs {
     /// Without --exhaustive, check every S-th bit pattern.
     #[arg(long, value_name = "S", default_value_t = 64)]
     stride: u64,
-    /// Threads for the sweep [default: all cores].
-    #[arg(long, value_name = "N")]
+    /// Threads for the sweep, 1 to 1024 [default: all cores].
+    #[arg(long, value_name = "N", value_parser = thread_count)]
     threads: Option<usize>,
     /// Skip the speed comparison.
     #[arg(long)]
@@ -63,10 +63,10 @@ struct BenchArgs {
     /// T = 100 (50 at 1024), T = 1 in step mode].
     #[arg(long, value_delimiter = ',', value_name = "B:T:I:H")]
     shapes: Option<Vec<gru_bench::commands::bench::Shape>>,
-    /// Worker threads of the simd model [default: all cores]. Shapes whose steps are under
+    /// Worker threads of the simd model, 1 to 1024 [default: all cores]. Shapes whose steps are under
     /// 20 000 FLOPs run on the calling thread alone whatever N is, as they would in an
     /// application (`SimdModel::set_alone_below_step_flops`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = thread_count)]
     threads: Option<usize>,
     /// Cells to run, comma-separated [default: gru,lstm].
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -169,8 +169,8 @@ struct RunArgs {
     /// Which kernel runs the model.
     #[arg(long, value_enum, default_value = "simd")]
     kernel: KernelArg,
-    /// Worker threads for the simd kernel [default: all cores].
-    #[arg(long, value_name = "N")]
+    /// Worker threads for the simd kernel, 1 to 1024 [default: all cores].
+    #[arg(long, value_name = "N", value_parser = thread_count)]
     threads: Option<usize>,
 }
 
@@ -212,11 +212,36 @@ fn gru_variant(v: VariantArg) -> GruVariant {
     }
 }
 
+/// The most threads `--threads` accepts. The workers of a model meet at every step, so
+/// threads beyond the cores only wait for each other: 20 000 workers on this project's 2-core
+/// machine had not finished one benchmark of a tiny shape after 100 s. A count above this is
+/// far more likely a typo than a machine.
+const MAX_THREADS: usize = 1024;
+
+/// Parses `--threads`: a whole number from 1 to [`MAX_THREADS`].
+fn thread_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n > MAX_THREADS => Err(format!("must be at most {MAX_THREADS}")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// A warning when a model gets more workers than the machine has cores: they meet at every
+/// step, so each step then waits for a worker that is not running.
+fn oversubscription_warning(threads: Option<usize>) -> Option<String> {
+    let (threads, cores) = (threads?, available_cores());
+    (threads > cores).then(|| {
+        format!(
+            "warning: {threads} worker threads on {cores} cores: the workers meet at every \
+             step, so more workers than cores is slower (see the README)"
+        )
+    })
+}
+
 fn bench(a: BenchArgs) -> Result<(), CliError> {
     use gru_bench::commands::bench::{BenchOptions, KernelKind, Mode};
-    if a.threads == Some(0) {
-        return Err(CliError("--threads must be at least 1".into()));
-    }
     if !(a.seconds > 0.0 && a.seconds.is_finite()) {
         return Err(CliError("--seconds must be a positive number".into()));
     }
@@ -273,12 +298,23 @@ fn main() -> ExitCode {
     }
     let command = cli.command.unwrap_or(Command::Bench(cli.bench));
     let result: Result<(), CliError> = match command {
-        Command::Bench(args) => bench(args),
-        Command::Run(args) => gru_bench::commands::run::run(&args.into()).inspect(|()| {
-            if let Some(w) = &warning {
+        Command::Bench(args) => {
+            if let Some(w) = oversubscription_warning(args.threads) {
                 eprintln!("{w}");
             }
-        }),
+            bench(args)
+        }
+        Command::Run(args) => {
+            let simd_threads = args
+                .threads
+                .filter(|_| matches!(args.kernel, KernelArg::Simd));
+            let warnings = [warning, oversubscription_warning(simd_threads)];
+            gru_bench::commands::run::run(&args.into()).inspect(|()| {
+                for w in warnings.iter().flatten() {
+                    eprintln!("{w}");
+                }
+            })
+        }
         Command::Accuracy(args) => {
             gru_bench::commands::accuracy::run(&gru_bench::commands::accuracy::AccuracyOptions {
                 exhaustive: args.exhaustive,

@@ -2,7 +2,7 @@
 //! file. Data is f32 little-endian in C order; lengths are int32 or int64.
 
 use std::fs;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use npyz::WriterBuilder;
@@ -107,18 +107,7 @@ impl PendingOutputs {
         shape: &[usize],
         data: &[f32],
     ) -> Result<(), CliError> {
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| CliError::file(path, "is not a file name"))?;
-        let temp = path.with_file_name(format!(
-            ".{}.{}.tmp",
-            file_name.to_string_lossy(),
-            std::process::id()
-        ));
-        // Registered before writing, so that a failed write is cleaned up too.
-        self.written.push((temp.clone(), path.to_owned()));
-        let result = (|| -> std::io::Result<()> {
-            let file = BufWriter::new(fs::File::create(&temp)?);
+        self.write_with(path, |file| {
             let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
             let mut writer = npyz::WriteOptions::new()
                 .default_dtype()
@@ -127,8 +116,43 @@ impl PendingOutputs {
                 .begin_nd()?;
             writer.extend(data.iter().copied())?;
             writer.finish()
-        })();
-        result.map_err(|e| CliError::file(path, format!("cannot write: {e}")))
+        })
+    }
+
+    /// Writes `bytes` to a temporary file beside `path`. Writing to the same `path` again
+    /// replaces them: an empty first write checks early that the file can be written.
+    pub fn write_bytes(&mut self, path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+        self.write_with(path, |mut file| {
+            file.write_all(bytes)?;
+            file.flush()
+        })
+    }
+
+    /// Creates the temporary file for `path` (anew, if it has one already) and fills it.
+    fn write_with(
+        &mut self,
+        path: &Path,
+        fill: impl FnOnce(BufWriter<fs::File>) -> std::io::Result<()>,
+    ) -> Result<(), CliError> {
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| CliError::file(path, "is not a file name"))?;
+        // Caught here, not when the finished file is renamed onto it.
+        if path.is_dir() {
+            return Err(CliError::file(path, "cannot write: is a directory"));
+        }
+        let temp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        // Registered before writing, so that a failed write is cleaned up too.
+        if !self.written.iter().any(|(t, _)| *t == temp) {
+            self.written.push((temp.clone(), path.to_owned()));
+        }
+        fs::File::create(&temp)
+            .and_then(|file| fill(BufWriter::new(file)))
+            .map_err(|e| CliError::file(path, format!("cannot write: {e}")))
     }
 
     /// Renames every temporary file into place.

@@ -1,19 +1,23 @@
 //! The `--svg` plot: GFLOP/s against hidden size, per cell and kernel, at each batch size, with
 //! the measured FMA peak as a line.
 
-use std::path::Path;
-
 use plotters::prelude::*;
 
 use crate::commands::bench::Measurement;
 
-/// Writes the plot of `results` to `path` (SVG).
-pub fn write_svg(path: &Path, results: &[Measurement], peak_flops: f64) -> Result<(), String> {
+/// The plot of `results` as an SVG document.
+pub fn render_svg(results: &[Measurement], peak_flops: f64) -> Result<String, String> {
+    let mut svg = String::new();
+    draw(&mut svg, results, peak_flops)?;
+    Ok(svg)
+}
+
+fn draw(svg: &mut String, results: &[Measurement], peak_flops: f64) -> Result<(), String> {
     let mut batches: Vec<usize> = results.iter().map(|m| m.shape.batch).collect();
     batches.sort_unstable();
     batches.dedup();
     let panels = batches.len().max(1) as u32;
-    let root = SVGBackend::new(path, (560 * panels, 420)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (560 * panels, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let areas = root.split_evenly((1, panels as usize));
     let max_hidden = results.iter().map(|m| m.shape.hidden).max().unwrap_or(1) as f64;

@@ -95,7 +95,28 @@ fn bad_options_fail_with_one_line() {
     for args in [
         &["bench", "--shapes", "1:2:3"][..],
         &["bench", "--threads", "0"],
+        // A thread count that is surely a typo is refused before any thread starts.
+        &["bench", "--threads", "1025"],
+        &["bench", "--threads", "two"],
+        &["accuracy", "--threads", "0"],
+        &["accuracy", "--threads", "100000"],
+        &["run", "--threads", "0"],
         &["bench", "--seconds", "-1"],
+        // A plot that cannot be written fails before the measuring, not after it.
+        &[
+            "bench",
+            "--svg",
+            "/nonexistent-dir/plot.svg",
+            "--shapes",
+            "1:1:1:1",
+        ],
+        &[
+            "bench",
+            "--svg",
+            std::env::temp_dir().to_str().unwrap(),
+            "--shapes",
+            "1:1:1:1",
+        ],
         &[
             "bench",
             "--compare",
@@ -119,4 +140,83 @@ fn bad_options_fail_with_one_line() {
             .collect();
         assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
     }
+}
+
+/// More workers than cores works, with a warning that says why it is slow; as many as the
+/// cores, no warning.
+#[test]
+fn more_threads_than_cores_warn() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (threads, warns) in [(cores + 1, true), (cores, false)] {
+        let threads = threads.to_string();
+        let out = gru(&[
+            "bench",
+            "--threads",
+            &threads,
+            "--shapes",
+            "1:2:8:8",
+            "--cells",
+            "gru",
+            "--kernels",
+            "simd",
+            "--seconds",
+            "0.01",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let warning = format!("warning: {threads} worker threads on {cores} cores");
+        assert_eq!(
+            stderr.contains(&warning),
+            warns,
+            "{threads} threads: {stderr}"
+        );
+    }
+}
+
+/// `--svg` writes the plot, and nothing else beside it.
+#[test]
+fn svg_plot_is_written_whole() {
+    let dir = std::env::temp_dir().join(format!("gru-bench-svg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plot.svg");
+    let out = gru(&[
+        "bench",
+        "--shapes",
+        "1:2:8:8,1:2:16:16",
+        "--cells",
+        "gru",
+        "--kernels",
+        "simd",
+        "--seconds",
+        "0.01",
+        "--json",
+        "--svg",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("gru simd") && svg.contains("FMA peak"),
+        "{svg}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, ["plot.svg"]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -247,6 +247,9 @@ fn bad_inputs_fail_cleanly_without_output() {
     let mut args = base(&[]);
     args[8] = s(&out.join("no-such-dir/y.npy")).into();
     run(args, "cannot write");
+    let mut args = base(&[]);
+    args[8] = s(&scratch).into();
+    run(args, "is a directory");
 }
 
 fn write_lengths(path: &Path, values: &[i64]) {

@@ -58,6 +58,9 @@ pub fn speed(activation: Activation) -> (f64, f64) {
 
 /// Runs `gru accuracy`. Fails (nonzero exit) when a bound is broken.
 pub fn run(options: &AccuracyOptions) -> Result<(), CliError> {
+    if options.threads == 0 {
+        return Err(CliError("--threads must be at least 1".into()));
+    }
     let support = gru_simd::simd_level();
     let bound = ulp_bound();
     let stride = if options.exhaustive {
@@ -85,7 +88,8 @@ pub fn run(options: &AccuracyOptions) -> Result<(), CliError> {
             if options.exhaustive {
                 eprint!("\r{name}: {:5.1}%", 100.0 * done);
             }
-        });
+        })
+        .map_err(|e| CliError(format!("cannot start the sweep's threads: {e}")))?;
         if options.exhaustive {
             eprintln!();
         }

@@ -13,6 +13,7 @@ use gru_simd::SimdModel;
 
 use crate::CliError;
 use crate::machine::{available_memory, fma_peak, read_bandwidth_per_thread};
+use crate::npy_io::PendingOutputs;
 use crate::timing::median;
 
 /// One benchmark shape: batch `B`, sequence length `T`, input `I`, hidden `H`.
@@ -502,9 +503,16 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
     // Also before measuring: a shape that does not fit in memory is an error, not an abort
     // at its first allocation minutes later.
     check_memory(&shapes, &options.cells, available_memory())?;
+    // And a plot that could not be written fails now, not after the measuring.
+    let mut plot_file = PendingOutputs::default();
+    if let Some(path) = &options.svg {
+        plot_file.write_bytes(path, b"")?;
+    }
     let threads = options.threads.max(1);
     eprintln!("measuring the FMA peak on {threads} thread(s)...");
-    let peak = fma_peak(threads, 0.3);
+    let cannot_measure =
+        |e: std::io::Error| CliError(format!("cannot start {threads} measuring threads: {e}"));
+    let peak = fma_peak(threads, 0.3).map_err(cannot_measure)?;
     let mut bandwidth_cache: BTreeMap<usize, f64> = BTreeMap::new();
     let mut results = Vec::new();
     let explicit_shapes = options.shapes.is_some();
@@ -539,20 +547,23 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
             }
         }
     }
-    let rooflines: Vec<Roofline> = results
-        .iter()
-        .map(|m| {
-            let (bytes, working_set) = weight_traffic(m);
-            let bandwidth = *bandwidth_cache
-                .entry(working_set)
-                .or_insert_with(|| read_bandwidth_per_thread(working_set, m.threads, 0.2));
-            let floor = (m.flops() / peak).max(bytes / (bandwidth * m.threads as f64));
-            Roofline {
-                peak_flops: peak,
-                floor_seconds: floor,
+    let mut rooflines: Vec<Roofline> = Vec::with_capacity(results.len());
+    for m in &results {
+        let (bytes, working_set) = weight_traffic(m);
+        let bandwidth = match bandwidth_cache.get(&working_set) {
+            Some(&measured) => measured,
+            None => {
+                let measured = read_bandwidth_per_thread(working_set, m.threads, 0.2)
+                    .map_err(cannot_measure)?;
+                bandwidth_cache.insert(working_set, measured);
+                measured
             }
-        })
-        .collect();
+        };
+        rooflines.push(Roofline {
+            peak_flops: peak,
+            floor_seconds: (m.flops() / peak).max(bytes / (bandwidth * m.threads as f64)),
+        });
+    }
     if options.json {
         for m in &results {
             println!("{}", m.json());
@@ -561,7 +572,9 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
         print_table(&results, &rooflines, &peers, peak, &bandwidth_cache);
     }
     if let Some(path) = &options.svg {
-        crate::plot::write_svg(path, &results, peak).map_err(|e| CliError::file(path, e))?;
+        let svg = crate::plot::render_svg(&results, peak).map_err(|e| CliError::file(path, e))?;
+        plot_file.write_bytes(path, svg.as_bytes())?;
+        plot_file.commit()?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

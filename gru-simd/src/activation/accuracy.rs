@@ -308,14 +308,17 @@ fn sweep_range(
 }
 
 /// Sweeps every `stride`-th non-NaN input from −∞ to +∞ (stride 1: all of them), plus the NaN
-/// inputs at the same stride and the special values, on `threads` threads. `progress` is
-/// called now and then with the fraction done.
+/// inputs at the same stride and the special values, on `threads` threads (0 counts as 1).
+/// `progress` is called now and then with the fraction done.
+///
+/// # Errors
+/// When the system refuses to start a thread; the threads already started finish first.
 pub fn sweep(
     activation: Activation,
     stride: u64,
     threads: usize,
     progress: &(dyn Fn(f64) + Sync),
-) -> Report {
+) -> std::io::Result<Report> {
     let stride = stride.max(1) as i64;
     let threads = threads.max(1) as i64;
     let total = 2 * MAX_ORDINAL + 1;
@@ -325,30 +328,39 @@ pub fn sweep(
     let expected = (total / stride + 1) as f64;
     let finished = std::sync::atomic::AtomicBool::new(false);
     let mut report = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
+        // Stops the progress thread however this scope ends, so that the scope can join it.
+        struct Finish<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _finish = Finish(&finished);
+        std::thread::Builder::new().spawn_scoped(scope, || {
+            while !finished.load(Ordering::Relaxed) {
+                progress(done.load(Ordering::Relaxed) as f64 / expected);
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })?;
+        let workers = (0..threads)
             .map(|t| {
                 let (lo, hi) = (
                     -MAX_ORDINAL + t * chunk,
                     (-MAX_ORDINAL + (t + 1) * chunk).min(MAX_ORDINAL + 1),
                 );
                 let done = &done;
-                scope.spawn(move || sweep_range(activation, lo, hi, stride, done))
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || sweep_range(activation, lo, hi, stride, done))
             })
-            .collect();
-        scope.spawn(|| {
-            while !finished.load(Ordering::Relaxed) {
-                progress(done.load(Ordering::Relaxed) as f64 / expected);
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
-        });
-        let merged = workers
-            .into_iter()
-            .map(|w| w.join().expect("sweep worker"))
-            .reduce(Report::merge)
-            .expect("at least one thread");
-        finished.store(true, Ordering::Relaxed);
-        merged
-    });
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok::<_, std::io::Error>(
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("sweep worker"))
+                .reduce(Report::merge)
+                .expect("at least one thread"),
+        )
+    })?;
     // NaNs: every quiet and signalling payload of both signs at this stride.
     let mut nans: Vec<f32> = (0x7f80_0001u32..=0x7fff_ffff)
         .step_by(stride as usize)
@@ -370,5 +382,5 @@ pub fn sweep(
         }
     }
     progress(1.0);
-    report
+    Ok(report)
 }

@@ -19,7 +19,7 @@ fn stride() -> u64 {
 #[test]
 fn dense_sweep_meets_the_bounds() {
     for activation in Activation::ALL {
-        let report = sweep(activation, stride(), 2, &|_| {});
+        let report = sweep(activation, stride(), 2, &|_| {}).expect("two threads start");
         println!("{report}");
         let violations = report.violations(ulp_bound());
         assert!(violations.is_empty(), "{violations:#?}");
