@@ -63,9 +63,9 @@ struct BenchArgs {
     /// T = 100 (50 at 1024), T = 1 in step mode].
     #[arg(long, value_delimiter = ',', value_name = "B:T:I:H")]
     shapes: Option<Vec<gru_bench::commands::bench::Shape>>,
-    /// Worker threads of the simd model, 1 to 1024 [default: all cores]. Shapes whose steps are under
-    /// 20 000 FLOPs run on the calling thread alone whatever N is, as they would in an
-    /// application (`SimdModel::set_alone_below_step_flops`).
+    /// Worker threads of the simd model, 1 to 1024 [default: all cores]. Shapes whose steps
+    /// are under 20 000 FLOPs run on the calling thread alone whatever N is, as they would in
+    /// an application (`SimdModel::set_alone_below_step_flops`).
     #[arg(long, value_name = "N", value_parser = thread_count)]
     threads: Option<usize>,
     /// Cells to run, comma-separated [default: gru,lstm].
