@@ -142,6 +142,28 @@ fn bad_options_fail_with_one_line() {
     }
 }
 
+/// `gru bench` of the simd GRU alone, timed briefly, with `extra` options; it must succeed.
+fn quick_gru_bench(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "bench",
+        "--cells",
+        "gru",
+        "--kernels",
+        "simd",
+        "--seconds",
+        "0.01",
+    ];
+    args.extend_from_slice(extra);
+    args.push("--json");
+    let out = gru(&args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// More workers than cores works, with a warning that says why it is slow; as many as the
 /// cores, no warning.
 #[test]
@@ -149,25 +171,7 @@ fn more_threads_than_cores_warn() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (threads, warns) in [(cores + 1, true), (cores, false)] {
         let threads = threads.to_string();
-        let out = gru(&[
-            "bench",
-            "--threads",
-            &threads,
-            "--shapes",
-            "1:2:8:8",
-            "--cells",
-            "gru",
-            "--kernels",
-            "simd",
-            "--seconds",
-            "0.01",
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = quick_gru_bench(&["--threads", &threads, "--shapes", "1:2:8:8"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let warning = format!("warning: {threads} worker threads on {cores} cores");
         assert_eq!(
@@ -185,25 +189,12 @@ fn svg_plot_is_written_whole() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("plot.svg");
-    let out = gru(&[
-        "bench",
+    quick_gru_bench(&[
         "--shapes",
         "1:2:8:8,1:2:16:16",
-        "--cells",
-        "gru",
-        "--kernels",
-        "simd",
-        "--seconds",
-        "0.01",
-        "--json",
         "--svg",
         path.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let svg = std::fs::read_to_string(&path).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
