@@ -16,7 +16,7 @@ use std::ops::Range;
 use crate::epilogue::Projection;
 use crate::packing::{PackedLayer, PanelPack};
 use crate::threading::SharedVectors;
-use crate::tiles::{PanelWeights, run_tiles};
+use crate::tiles::{PanelOrder, PanelWeights, run_tiles};
 
 /// Writes `out[r] = bias + x[r]·W_ihᵀ` for the given `rows × panels`, where row `r` of the input
 /// is `x[r·x_stride..][..I]` and row `r` of `out` is `G·panels` vectors in panel order.
@@ -98,6 +98,7 @@ unsafe fn project_pack<
             x_stride,
             rows,
             panels,
+            PanelOrder::Ascending,
         );
     }
 }

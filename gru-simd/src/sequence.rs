@@ -20,6 +20,7 @@ use crate::step::{CellScratch, recurrent_step};
 use crate::threading::{
     ALONE_BELOW_FLOPS, ALONE_BELOW_STEP_FLOPS, JobSize, SharedSlice, SharedVectors, Workers,
 };
+use crate::tiles::PanelOrder;
 
 /// Upper bound on the projection of one chunk of steps, all rows together, in vectors (1 MiB):
 /// memory stays bounded for any sequence length, the buffer stays in cache, and a chunk still
@@ -802,6 +803,7 @@ impl DirectionRun<'_> {
                 next,
                 rows.clone(),
                 panels.clone(),
+                PanelOrder::alternating(s),
                 sync,
             );
         }

@@ -12,7 +12,7 @@ use crate::epilogue::{
 };
 use crate::packing::{LANES, PackedLayer};
 use crate::threading::SharedVectors;
-use crate::tiles::{PanelWeights, run_tiles};
+use crate::tiles::{PanelOrder, PanelWeights, run_tiles};
 
 /// Per-row state besides `h` that a cell carries across steps or between the halves of a
 /// step: `c`, `σ(i)` and `σ(f)` (LSTM), `z` and `r ⊙ h` (reset-before GRU). `rows × panels`
@@ -95,7 +95,8 @@ const GRU_PANEL_GROUP: usize = 4;
 ///
 /// Whole sequences do not use it: there only `W_hh` is streamed per step, and one call per
 /// group measured no gain at B = 1, 2 threads (0.85–1.04× over GRU and LSTM at I = H = 256,
-/// 512, 1024; medians of six alternating rounds).
+/// 512, 1024; medians of six alternating rounds). They alternate the order inside one call
+/// instead ([`PanelOrder`]), which costs nothing per group.
 ///
 /// The reset-before GRU's second half needs every unit of the first, so its step stays one
 /// group. There is always at least one group, possibly empty: a worker without panels must
@@ -151,6 +152,7 @@ pub unsafe fn recurrent_step(
     h_next: &SharedVectors,
     rows: Range<usize>,
     panels: Range<usize>,
+    order: PanelOrder,
     sync: &dyn Fn(),
 ) {
     let stride = layer.panels() * LANES;
@@ -179,6 +181,7 @@ pub unsafe fn recurrent_step(
                     stride,
                     rows,
                     panels,
+                    order,
                 );
             }
         }
@@ -197,6 +200,7 @@ pub unsafe fn recurrent_step(
                     stride,
                     rows.clone(),
                     panels.clone(),
+                    order,
                 );
             }
             sync();
@@ -223,6 +227,7 @@ pub unsafe fn recurrent_step(
                     stride,
                     rows,
                     panels,
+                    order,
                 );
             }
         }
@@ -246,8 +251,10 @@ pub unsafe fn recurrent_step(
                 .recurrent_second()
                 .expect("an LSTM layer has a second pack");
             let h = as_floats(h_prev);
-            for group in panels.clone().step_by(LSTM_PANEL_GROUP) {
-                let group = group..(group + LSTM_PANEL_GROUP).min(panels.end);
+            let groups = panels.len().div_ceil(LSTM_PANEL_GROUP);
+            for i in 0..groups {
+                let start = panels.start + order.position(groups, i) * LSTM_PANEL_GROUP;
+                let group = start..(start + LSTM_PANEL_GROUP).min(panels.end);
                 // SAFETY: the group is within the caller's `panels`; the caller has
                 // `rows × panels` of `h_next` and `scratch`.
                 unsafe {
@@ -258,6 +265,7 @@ pub unsafe fn recurrent_step(
                         stride,
                         rows.clone(),
                         group.clone(),
+                        order,
                     );
                     run_tiles::<2, 6, 6, 3, _>(
                         &second,
@@ -266,6 +274,7 @@ pub unsafe fn recurrent_step(
                         stride,
                         rows.clone(),
                         group,
+                        order,
                     );
                 }
             }

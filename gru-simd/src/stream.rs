@@ -12,6 +12,7 @@ use crate::projection::project;
 use crate::sequence::{REBALANCE_STEPS, SimdModel};
 use crate::step::{CellScratch, panel_groups, recurrent_step};
 use crate::threading::{ALONE_BELOW_FLOPS, JobSize, SharedVectors, WorkerBarrier};
+use crate::tiles::PanelOrder;
 
 /// The carried state of one layer.
 #[derive(Debug)]
@@ -205,6 +206,7 @@ impl Stream<'_> {
                             next,
                             0..batch,
                             group,
+                            PanelOrder::alternating(state.current),
                             &sync,
                         );
                     }
