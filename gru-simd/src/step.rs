@@ -112,12 +112,9 @@ pub fn panel_groups(
         Cell::Gru(GruVariant::ResetBefore) => panels.len().max(1),
     };
     let count = panels.len().div_ceil(width).max(1);
+    let order = PanelOrder::alternating(step);
     (0..count).map(move |i| {
-        let group = if step.is_multiple_of(2) {
-            i
-        } else {
-            count - 1 - i
-        };
+        let group = order.position(count, i);
         let start = (panels.start + group * width).min(panels.end);
         start..(start + width).min(panels.end)
     })
@@ -128,10 +125,10 @@ fn as_floats(h: &[f32x8]) -> &[f32] {
     wide::bytemuck::cast_slice(h)
 }
 
-/// Advances `rows × panels` of `layer` by one step: reads `h_prev` (every panel of `rows`;
-/// nobody writes it during the step), writes `h_next` (and `scratch`) for its own rows and
-/// panels. `h_prev`, `projection` and `active` hold the entries of `rows` only, from
-/// `rows.start` on; `h_next` and `scratch` hold every row.
+/// Advances `rows × panels` of `layer` by one step, visiting the panels in `order`: reads
+/// `h_prev` (every panel of `rows`; nobody writes it during the step), writes `h_next` (and
+/// `scratch`) for its own rows and panels. `h_prev`, `projection` and `active` hold the
+/// entries of `rows` only, from `rows.start` on; `h_next` and `scratch` hold every row.
 /// `sync` is called between the two halves of a reset-before step; with panels split over
 /// workers it must be a barrier.
 ///
