@@ -70,8 +70,9 @@ impl<'a> PanelWeights<'a> {
 /// time ratios against one order): at B = 1 on 2 threads, where each worker's share of the
 /// GRU's `W_hh` is 1.5 MiB at I = H = 512, the GRU took 0.94× and 0.91× the time (two sets of
 /// 8 and 14 rounds), the LSTM 0.95× (faster in 8 of 8); at 256 (a share that fits L2) and
-/// 1024 (a share six times L2) 0.96–1.04×. On one thread 0.93–0.99×, the LSTM at H = 256 (1 MiB
-/// of `W_hh`) 0.93× (6 of 6). At B = 64 and in streams, 0.93–1.02×.
+/// 1024 (a share six times L2) 0.96–1.04×; the reset-before GRU 0.97× at 512. On one thread
+/// 0.93–0.99×, the LSTM at H = 256 (1 MiB of `W_hh`) 0.93× (6 of 6). At B = 64 0.93–1.02×;
+/// streaming steps 0.93–1.08× over two sets of 8 and 12 rounds, neither order ahead in both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PanelOrder {
     /// Lowest panel first.
@@ -99,7 +100,7 @@ impl PanelOrder {
 
     /// Which of `count` items, numbered in ascending order, comes `i`-th in this order. Plain
     /// index arithmetic rather than a reversed iterator with a closure: handing the tiles to
-    /// a closure cost the LSTM's 6 × 2 tile its registers (B = 64, one thread: 1.25× the
+    /// a closure cost the LSTM's 6 × 2 tile its registers (B = 64, one thread: 1.25–1.34× the
     /// time).
     #[inline(always)]
     pub(crate) fn position(self, count: usize, i: usize) -> usize {
