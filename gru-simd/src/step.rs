@@ -111,13 +111,10 @@ pub fn panel_groups(
         Cell::Lstm => LSTM_PANEL_GROUP,
         Cell::Gru(GruVariant::ResetBefore) => panels.len().max(1),
     };
-    let count = panels.len().div_ceil(width).max(1);
-    let order = PanelOrder::alternating(step);
-    (0..count).map(move |i| {
-        let group = order.position(count, i);
-        let start = (panels.start + group * width).min(panels.end);
-        start..(start + width).min(panels.end)
-    })
+    let empty = panels.is_empty().then_some(panels.start..panels.start);
+    PanelOrder::alternating(step)
+        .groups(panels, width)
+        .chain(empty)
 }
 
 /// The state `h` of all rows as the floats the microkernel broadcasts from.
@@ -248,10 +245,7 @@ pub unsafe fn recurrent_step(
                 .recurrent_second()
                 .expect("an LSTM layer has a second pack");
             let h = as_floats(h_prev);
-            let groups = panels.len().div_ceil(LSTM_PANEL_GROUP);
-            for i in 0..groups {
-                let start = panels.start + order.position(groups, i) * LSTM_PANEL_GROUP;
-                let group = start..(start + LSTM_PANEL_GROUP).min(panels.end);
+            for group in order.groups(panels, LSTM_PANEL_GROUP) {
                 // SAFETY: the group is within the caller's `panels`; the caller has
                 // `rows × panels` of `h_next` and `scratch`.
                 unsafe {

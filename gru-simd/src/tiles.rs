@@ -109,6 +109,20 @@ impl PanelOrder {
             Self::Descending => count - 1 - i,
         }
     }
+
+    /// `panels` cut into runs of `width` (≥ 1; the last run may be shorter), in this order.
+    #[inline(always)]
+    pub(crate) fn groups(
+        self,
+        panels: Range<usize>,
+        width: usize,
+    ) -> impl Iterator<Item = Range<usize>> {
+        let count = panels.len().div_ceil(width);
+        (0..count).map(move |i| {
+            let start = panels.start + self.position(count, i) * width;
+            start..(start + width).min(panels.end)
+        })
+    }
 }
 
 /// One tile: starting values from the epilogue, the product, the epilogue.
@@ -253,10 +267,7 @@ pub unsafe fn run_tiles<
         !leftover.is_empty(),
         (blocked_end - rows.start) * weights.k_len * size_of::<f32>(),
     );
-    let groups = panels.len().div_ceil(group_width);
-    for i in 0..groups {
-        let start = panels.start + order.position(groups, i) * group_width;
-        let group = start..(start + group_width).min(panels.end);
+    for group in order.groups(panels, group_width) {
         for j in 0..group.len() {
             let p = group.start + order.position(group.len(), j);
             for first in (rows.start..blocked_end).step_by(ROWS) {
