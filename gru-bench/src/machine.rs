@@ -4,10 +4,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use gru_simd::packing::{LANES, PanelLayout};
+use gru_simd::simd_level::{FMA_CHAINS, fma_chains};
 use wide::f32x8;
-
-/// Independent FMA chains per thread: enough to cover the latency of both FMA pipes.
-const CHAINS: usize = 12;
 
 /// Runs `body` on `threads` threads at once (at least one) and returns what each returned.
 ///
@@ -25,33 +24,29 @@ fn on_threads<T: Send>(threads: usize, body: impl Fn() -> T + Sync) -> std::io::
     })
 }
 
-/// FLOP/s of `threads` threads each running independent chains of 256-bit FMAs for about
-/// `seconds`.
+/// FLOP/s of `threads` threads each running independent chains of FMAs, in the vector width
+/// of `layout`'s tiles (256-bit, or 512-bit for pairs of panels), for about `seconds`.
 ///
 /// # Errors
-/// When the system refuses to start a thread.
-pub fn fma_peak(threads: usize, seconds: f64) -> std::io::Result<f64> {
+/// When the system refuses to start a thread, or this CPU cannot run `layout`'s tiles.
+pub fn fma_peak(threads: usize, seconds: f64, layout: PanelLayout) -> std::io::Result<f64> {
+    let lanes = LANES * layout.panels_per_row();
     let per_thread = on_threads(threads, || {
-        let mut acc = [f32x8::splat(1.0); CHAINS];
-        let m = black_box(f32x8::splat(0.999_999));
-        let a = black_box(f32x8::splat(1e-7));
         let rounds = 1_000_000u64;
         let mut best = 0.0f64;
         let start = Instant::now();
         while start.elapsed().as_secs_f64() < seconds {
             let t = Instant::now();
-            for _ in 0..rounds {
-                for v in &mut acc {
-                    *v = v.mul_add(m, a);
-                }
-            }
-            let flops = (rounds * CHAINS as u64 * 16) as f64;
+            let sink = fma_chains(layout, rounds).ok_or_else(|| {
+                std::io::Error::other(format!("this CPU cannot run {layout:?} tiles"))
+            })?;
+            black_box(sink);
+            let flops = (rounds * (FMA_CHAINS * lanes * 2) as u64) as f64;
             best = best.max(flops / t.elapsed().as_secs_f64());
         }
-        black_box(acc);
-        best
+        Ok(best)
     })?;
-    Ok(per_thread.iter().sum())
+    per_thread.into_iter().sum()
 }
 
 /// Bytes/s one thread reads from a buffer of `bytes` bytes streamed over and over (while

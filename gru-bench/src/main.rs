@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gru_bench::CliError;
 use gru_bench::commands::run::{KernelChoice, RunOptions};
 use gru_core::{CellKind, GruVariant};
+use gru_simd::packing::PanelLayout;
 
 /// Fast CPU inference for GRU and LSTM models trained in PyTorch.
 #[derive(Debug, Parser)]
@@ -93,6 +94,26 @@ struct BenchArgs {
     /// Seconds of timing per measurement, after a warm-up call.
     #[arg(long, value_name = "S", default_value_t = 0.6)]
     seconds: f64,
+    /// Vector lanes of the simd kernels' tiles: 8 (AVX2 and FMA) or 16 (AVX-512, weights
+    /// packed in pairs of panels) [default: 16 where the CPU has AVX-512F, else 8]. The FMA
+    /// peak is measured in the same width.
+    #[arg(long, value_name = "N", value_parser = lane_count)]
+    lanes: Option<PanelLayout>,
+}
+
+fn lane_count(text: &str) -> Result<PanelLayout, String> {
+    let layout = match text {
+        "8" => PanelLayout::Contiguous,
+        "16" => PanelLayout::Pairs,
+        _ => return Err(format!("--lanes must be 8 or 16, not {text:?}")),
+    };
+    if layout.is_supported() {
+        Ok(layout)
+    } else {
+        Err(format!(
+            "{text}-lane tiles need AVX-512F, which this CPU lacks"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -270,6 +291,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
         svg: a.svg,
         compare: a.compare,
         seconds_per_measurement: a.seconds,
+        layout: a.lanes.unwrap_or_else(PanelLayout::best),
     };
     gru_bench::commands::bench::run(&options)
 }

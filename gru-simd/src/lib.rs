@@ -1,11 +1,15 @@
 //! Fast CPU kernels for GRU and LSTM inference.
 //!
 //! The shape of the code follows the algorithm:
-//! - [`packing`]: weights packed once into 8-unit panels with the gates interleaved;
+//! - [`packing`]: weights packed once into 8-unit panels with the gates interleaved, each
+//!   panel contiguous, or in pairs for 16-lane tiles ([`packing::PanelLayout`]);
 //! - [`projection`]: the input projection of a whole chunk of steps (or of one streaming step);
-//! - [`microkernel`]: the register-tiled product over prepacked panels;
+//! - [`microkernel`]: the register-tiled product over prepacked panels, in 8-lane vectors
+//!   (`wide`), and in 16-lane AVX-512 registers over pairs of panels
+//!   (`microkernel::avx512`, x86-64 only, chosen at run time);
 //! - [`epilogue`]: each cell's gate math applied to a tile still in registers;
-//! - [`tiles`]: the loop nest that feeds tiles to the microkernel;
+//! - [`tiles`]: the loop nest that feeds tiles to the microkernel, one loop nest for both
+//!   vector widths;
 //! - [`step`]: one step of one layer for a range of rows and panels;
 //! - [`sequence`]: the driver over layers, directions and chunks of time ([`SimdModel`]);
 //! - [`stream`]: one step at a time with the state carried ([`Stream`]);

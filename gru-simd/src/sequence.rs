@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use gru_core::{
-    Cell, Direction, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
+    Cell, Direction, Error, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
     SequenceInput, SequenceLayout, SequenceOutput,
 };
 use wide::f32x8;
 
 use crate::balance::{Balance, BusyClock, WorkerSplits};
-use crate::packing::{LANES, PackedLayer};
+use crate::packing::{LANES, PackedLayer, PanelLayout};
 use crate::projection::project;
 use crate::step::{CellScratch, recurrent_step};
 use crate::threading::{
@@ -201,13 +201,39 @@ impl SimdModel {
     /// still faster then. Idle workers park after 1.6 ms; a small call after a pause runs on the
     /// calling thread alone rather than wake them ([`Workers::run_alone`]).
     pub fn with_threads(model: &Model, threads: usize) -> Result<Self> {
+        Self::with_layout(model, threads, PanelLayout::best())
+    }
+
+    /// Packs every layer of `model` in `layout`, to run on `threads` workers: as
+    /// [`with_threads`](Self::with_threads), which picks [`PanelLayout::best`]. Both layouts
+    /// give bitwise the same results; [`PanelLayout::Pairs`] runs 16-lane AVX-512 tiles.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when this CPU cannot run `layout`'s tiles, and as
+    /// [`with_threads`](Self::with_threads).
+    ///
+    /// ```
+    /// use gru_core::{CellKind, GruVariant, LayerWeights, Model};
+    /// use gru_simd::{SimdModel, packing::PanelLayout};
+    /// let weights = LayerWeights::new(CellKind::Gru, 4, 16, vec![0.1; 192], vec![0.1; 768], None, None)?;
+    /// let model = Model::single_layer(gru_core::Cell::Gru(GruVariant::ResetAfter), weights)?;
+    /// let eight_lanes = SimdModel::with_layout(&model, 1, PanelLayout::Contiguous)?;
+    /// assert_eq!(eight_lanes.layout(), PanelLayout::Contiguous);
+    /// # Ok::<(), gru_core::Error>(())
+    /// ```
+    pub fn with_layout(model: &Model, threads: usize, layout: PanelLayout) -> Result<Self> {
+        if !layout.is_supported() {
+            return Err(Error::Unsupported(format!(
+                "{layout:?} panels need AVX-512F, which this CPU lacks"
+            )));
+        }
         let cell = model.cell();
         Ok(Self {
             config: *model.config(),
             layers: model
                 .layers()
                 .iter()
-                .map(|w| PackedLayer::new(w, cell))
+                .map(|w| PackedLayer::with_layout(w, cell, layout))
                 .collect(),
             workers: Workers::new(threads)?,
             caller_alone: Workers::new(1)?,
@@ -258,6 +284,13 @@ impl SimdModel {
         self.layers
             .iter()
             .all(|layer| layer.flops(batch) < self.alone_below_step_flops)
+    }
+
+    /// How the weights are packed, which decides the tiles' vector width.
+    pub fn layout(&self) -> PanelLayout {
+        self.layers
+            .first()
+            .map_or(PanelLayout::Contiguous, PackedLayer::layout)
     }
 
     /// Number of workers.

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::packing::PanelLayout;
+
 /// An instruction-set level, in increasing order of capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SimdLevel {
@@ -52,8 +54,13 @@ pub struct SimdSupport {
 
 impl SimdSupport {
     /// A one-line warning when the CPU could run a more capable build, else `None`.
+    ///
+    /// An x86-64-v3 build on an AVX-512 CPU gets none: the tiles, where the time goes, use
+    /// AVX-512 at run time whatever the build ([`PanelLayout::best`]).
     pub fn warning(&self) -> Option<String> {
-        (self.cpu > self.compiled).then(|| {
+        let tiles_use_the_cpu =
+            self.compiled == SimdLevel::X86_64V3 && self.cpu == SimdLevel::X86_64V4;
+        (self.cpu > self.compiled && !tiles_use_the_cpu).then(|| {
             format!(
                 "warning: this CPU supports {} but this build uses {}; see the README on build flags",
                 self.cpu, self.compiled
@@ -129,6 +136,61 @@ pub fn simd_level() -> SimdSupport {
     }
 }
 
+/// Independent FMA chains in [`fma_chains`]: enough to cover the latency of both FMA pipes.
+pub const FMA_CHAINS: usize = 12;
+
+/// Runs [`FMA_CHAINS`] independent chains of `rounds` FMAs each in the vector width of
+/// `layout`'s tiles (8 lanes, or 16 for [`PanelLayout::Pairs`]) and returns a value that
+/// depends on all of them: the core of an FMA-peak measurement,
+/// `rounds · FMA_CHAINS · lanes · 2` FLOPs, lanes being `8 · layout.panels_per_row()`.
+/// `None` when this CPU cannot run `layout`'s tiles.
+///
+/// ```
+/// use gru_simd::packing::PanelLayout;
+/// assert!(gru_simd::simd_level::fma_chains(PanelLayout::Contiguous, 1000).is_some());
+/// ```
+pub fn fma_chains(layout: PanelLayout, rounds: u64) -> Option<f32> {
+    match layout {
+        PanelLayout::Contiguous => Some(fma_chains_8(rounds)),
+        #[cfg(target_arch = "x86_64")]
+        PanelLayout::Pairs if layout.is_supported() => {
+            // SAFETY: this CPU supports AVX-512F, checked just above.
+            Some(unsafe { fma_chains_16(rounds) })
+        }
+        PanelLayout::Pairs => None,
+    }
+}
+
+fn fma_chains_8(rounds: u64) -> f32 {
+    use wide::f32x8;
+    let mut acc = [f32x8::splat(1.0); FMA_CHAINS];
+    let m = std::hint::black_box(f32x8::splat(0.999_999));
+    let a = std::hint::black_box(f32x8::splat(1e-7));
+    for _ in 0..rounds {
+        for v in &mut acc {
+            *v = v.mul_add(m, a);
+        }
+    }
+    acc.iter().map(|v| v.reduce_add()).sum()
+}
+
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_16(rounds: u64) -> f32 {
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_reduce_add_ps, _mm512_set1_ps};
+    let mut acc = [_mm512_set1_ps(1.0); FMA_CHAINS];
+    let m = std::hint::black_box(_mm512_set1_ps(0.999_999));
+    let a = std::hint::black_box(_mm512_set1_ps(1e-7));
+    for _ in 0..rounds {
+        for v in &mut acc {
+            *v = _mm512_fmadd_ps(*v, m, a);
+        }
+    }
+    acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +200,8 @@ mod tests {
         // A binary built for more than the CPU has would not get this far.
         let s = simd_level();
         assert!(s.cpu >= s.compiled, "{s:?}");
-        assert_eq!(s.warning().is_some(), s.cpu > s.compiled);
+        let runtime_avx512 = s.compiled == SimdLevel::X86_64V3 && s.cpu == SimdLevel::X86_64V4;
+        assert_eq!(s.warning().is_some(), s.cpu > s.compiled && !runtime_avx512);
         println!("compiled for {}, CPU offers {}", s.compiled, s.cpu);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use gru_core::{Cell, CellKind, GruVariant, LayerWeights, Model, RecurrentKernel, SequenceInput};
 use gru_ref::ReferenceKernel;
 use gru_simd::SimdModel;
+use gru_simd::packing::{LANES, PanelLayout};
 
 use crate::CliError;
 use crate::machine::{available_memory, fma_peak, read_bandwidth_per_thread};
@@ -153,6 +154,9 @@ pub struct BenchOptions {
     pub compare: Option<PathBuf>,
     /// Seconds of timing per measurement (after warm-up).
     pub seconds_per_measurement: f64,
+    /// How the simd kernels' weights are packed, which decides their vector width; the FMA
+    /// peak is measured in that width.
+    pub layout: PanelLayout,
 }
 
 /// The keys of a `--json` line, in the order they are printed.
@@ -406,6 +410,7 @@ fn median_of_calls(seconds: f64, mut f: impl FnMut()) -> f64 {
 }
 
 /// Times one configuration.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     kernel: KernelKind,
     cell: Cell,
@@ -413,6 +418,7 @@ fn measure(
     shape: Shape,
     threads: usize,
     seconds: f64,
+    layout: PanelLayout,
 ) -> Result<Measurement, CliError> {
     let model = Model::single_layer(cell, weights(cell.kind(), shape.input, shape.hidden))?;
     let x: Vec<f32> = (0..shape.seq_len * shape.batch * shape.input)
@@ -420,14 +426,14 @@ fn measure(
         .collect();
     let seconds = match (kernel, mode) {
         (KernelKind::Simd, Mode::Seq) => {
-            let mut simd = SimdModel::with_threads(&model, threads)?;
+            let mut simd = SimdModel::with_layout(&model, threads, layout)?;
             let input = SequenceInput::new(&x, shape.seq_len, shape.batch);
             median_of_calls(seconds, || {
                 std::hint::black_box(simd.forward(&input).expect("valid input"));
             })
         }
         (KernelKind::Simd, Mode::Step) => {
-            let simd = SimdModel::with_threads(&model, threads)?;
+            let simd = SimdModel::with_layout(&model, threads, layout)?;
             let mut stream = simd.stream(shape.batch)?;
             let step_x = &x[..shape.batch * shape.input];
             median_of_calls(seconds, || {
@@ -512,7 +518,7 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
     eprintln!("measuring the FMA peak on {threads} thread(s)...");
     let cannot_measure =
         |e: std::io::Error| CliError(format!("cannot start {threads} measuring threads: {e}"));
-    let peak = fma_peak(threads, 0.3).map_err(cannot_measure)?;
+    let peak = fma_peak(threads, 0.3, options.layout).map_err(cannot_measure)?;
     let mut bandwidth_cache: BTreeMap<usize, f64> = BTreeMap::new();
     let mut results = Vec::new();
     let explicit_shapes = options.shapes.is_some();
@@ -543,6 +549,7 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
                     shape,
                     threads,
                     options.seconds_per_measurement,
+                    options.layout,
                 )?);
             }
         }
@@ -569,7 +576,14 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
             println!("{}", m.json());
         }
     } else {
-        print_table(&results, &rooflines, &peers, peak, &bandwidth_cache);
+        print_table(
+            &results,
+            &rooflines,
+            &peers,
+            peak,
+            &bandwidth_cache,
+            options.layout,
+        );
     }
     if let Some(path) = &options.svg {
         let svg = crate::plot::render_svg(&results, peak).map_err(|e| CliError::file(path, e))?;
@@ -631,10 +645,13 @@ fn print_table(
     peers: &[Measurement],
     peak: f64,
     bandwidth: &BTreeMap<usize, f64>,
+    layout: PanelLayout,
 ) {
     let threads = results.first().map_or(1, |m| m.threads);
+    let lanes = LANES * layout.panels_per_row();
     println!(
-        "FMA peak measured on {threads} thread(s): {:.1} GFLOP/s",
+        "simd tiles of {lanes}-lane vectors; FMA peak measured on {threads} thread(s) with {}-bit FMAs: {:.1} GFLOP/s",
+        lanes * 32,
         peak / 1e9
     );
     for (working_set, bw) in bandwidth {

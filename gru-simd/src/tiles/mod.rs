@@ -7,7 +7,10 @@ use wide::f32x8;
 
 use crate::epilogue::TileEpilogue;
 use crate::microkernel::{accumulate_tile, accumulate_tile_blocked};
-use crate::packing::PanelPack;
+use crate::packing::{PanelLayout, PanelPack};
+
+#[cfg(target_arch = "x86_64")]
+mod pairs;
 
 /// How a tile sums its products over k.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,14 +23,17 @@ pub enum Summation {
     Blocked,
 }
 
-/// Where the panels of a weight matrix are: panel `p`'s k-th row of `G` vectors starts at
-/// `p·panel_stride + k·k_stride`.
+/// Where the panels of a weight matrix are: column `c`'s k-th row of vectors starts at
+/// `c·column_stride + k·k_stride`, a column being one panel ([`PanelLayout::Contiguous`]) or
+/// a pair of panels ([`PanelLayout::Pairs`]).
 #[derive(Clone, Copy)]
 pub struct PanelWeights<'a> {
     /// The packed vectors.
     pub data: &'a [f32x8],
-    /// Vectors from one panel to the next.
-    pub panel_stride: usize,
+    /// How the panels are laid out, which decides the tiles.
+    pub layout: PanelLayout,
+    /// Vectors from one column to the next.
+    pub column_stride: usize,
     /// Vectors from one k to the next.
     pub k_stride: usize,
     /// Length of the k dimension.
@@ -50,7 +56,11 @@ impl<'a> PanelWeights<'a> {
     fn of(pack: &'a PanelPack, summation: Summation) -> Self {
         Self {
             data: pack.data(),
-            panel_stride: pack.panel_start(1),
+            layout: pack.layout(),
+            column_stride: match pack.layout() {
+                PanelLayout::Contiguous => pack.panel_start(1),
+                PanelLayout::Pairs => pack.pair_stride(),
+            },
             k_stride: pack.k_stride(),
             k_len: pack.k_len(),
             summation,
@@ -142,7 +152,7 @@ unsafe fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue
     let mut init = [[[f32x8::ZERO; G]; NR]; MR];
     let mut starts = [0; NR];
     for j in 0..NR {
-        starts[j] = panels[j] * weights.panel_stride;
+        starts[j] = panels[j] * weights.column_stride;
         for m in 0..MR {
             init[m][j] = epilogue.init(rows[m], panels[j]);
         }
@@ -245,64 +255,208 @@ pub unsafe fn run_tiles<
     panels: Range<usize>,
     order: PanelOrder,
 ) {
+    match weights.layout {
+        // SAFETY: the caller's rows and panels.
+        PanelLayout::Contiguous => unsafe {
+            run_columns::<Lanes8, G, ROWS, PANELS, PAIR_PANELS, E>(
+                epilogue,
+                &weights,
+                inputs,
+                input_stride,
+                rows,
+                panels.clone(),
+                &panels,
+                order,
+            );
+        },
+        PanelLayout::Pairs => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                assert!(
+                    PanelLayout::Pairs.is_supported(),
+                    "weights packed in pairs need AVX-512F, which this CPU lacks"
+                );
+                let columns = panels.start / 2..panels.end.div_ceil(2);
+                // SAFETY: the caller's rows and panels (a pair tile finishes only the panels
+                // of `panels`), on a CPU with AVX-512F, checked above.
+                unsafe {
+                    run_columns::<pairs::Lanes16, G, ROWS, PANELS, PAIR_PANELS, E>(
+                        epilogue,
+                        &weights,
+                        inputs,
+                        input_stride,
+                        rows,
+                        columns,
+                        &panels,
+                        order,
+                    );
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            panic!("weights packed in pairs need AVX-512F, which this CPU lacks");
+        }
+    }
+}
+
+/// The tiles of one panel layout, which the loop nest ([`run_columns`]) calls one at a time.
+///
+/// The loop nest walks *columns*, what one tile covers side by side: a panel of 8 units
+/// ([`Lanes8`]), or a pair of panels in one 16-lane register (`pairs::Lanes16`). A tile
+/// finishes only the panels of `panels`, the caller's; a pair half outside them is computed
+/// and dropped.
+trait TileKernel {
+    /// Rows of a block tile of `G` gates, given `ROWS`, the 8-lane choice.
+    fn block_rows<const G: usize, const ROWS: usize>() -> usize;
+
+    /// The block tile of [`block_rows`](Self::block_rows) rows from `first_row`, on `column`.
+    ///
+    /// # Safety
+    /// As [`run_tiles`], for those rows × `panels`.
+    unsafe fn block<'x, const G: usize, const ROWS: usize, E: TileEpilogue<G>>(
+        epilogue: &E,
+        weights: &PanelWeights<'_>,
+        row_of: &impl Fn(usize) -> &'x [f32],
+        first_row: usize,
+        column: usize,
+        panels: &Range<usize>,
+    );
+
+    /// A tile of `MR` rows × `NR` columns.
+    ///
+    /// # Safety
+    /// As [`run_tiles`], for `rows` × `panels`.
+    unsafe fn strip<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
+        epilogue: &E,
+        weights: &PanelWeights<'_>,
+        inputs: [&[f32]; MR],
+        rows: [usize; MR],
+        columns: [usize; NR],
+        panels: &Range<usize>,
+    );
+}
+
+/// Tiles of 8-lane vectors over contiguous panels: a column is a panel.
+struct Lanes8;
+
+impl TileKernel for Lanes8 {
+    #[inline(always)]
+    fn block_rows<const G: usize, const ROWS: usize>() -> usize {
+        ROWS
+    }
+
+    #[inline(always)]
+    unsafe fn block<'x, const G: usize, const ROWS: usize, E: TileEpilogue<G>>(
+        epilogue: &E,
+        weights: &PanelWeights<'_>,
+        row_of: &impl Fn(usize) -> &'x [f32],
+        first_row: usize,
+        column: usize,
+        _panels: &Range<usize>,
+    ) {
+        let block: [usize; ROWS] = std::array::from_fn(|m| first_row + m);
+        // SAFETY: the caller's rows and panel.
+        unsafe {
+            tile::<G, ROWS, 1, E>(epilogue, weights, rows_of(row_of, block), block, [column])
+        };
+    }
+
+    #[inline(always)]
+    unsafe fn strip<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
+        epilogue: &E,
+        weights: &PanelWeights<'_>,
+        inputs: [&[f32]; MR],
+        rows: [usize; MR],
+        columns: [usize; NR],
+        _panels: &Range<usize>,
+    ) {
+        // SAFETY: the caller's rows and panels.
+        unsafe { tile::<G, MR, NR, E>(epilogue, weights, inputs, rows, columns) };
+    }
+}
+
+/// [`run_tiles`] over `columns` of `K`'s layout, finishing the panels of `panels`.
+///
+/// # Safety
+/// As [`run_tiles`]; and the CPU runs `K`'s tiles.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn run_columns<
+    K: TileKernel,
+    const G: usize,
+    const ROWS: usize,
+    const PANELS: usize,
+    const PAIR_PANELS: usize,
+    E: TileEpilogue<G>,
+>(
+    epilogue: &E,
+    weights: &PanelWeights<'_>,
+    inputs: &[f32],
+    input_stride: usize,
+    rows: Range<usize>,
+    columns: Range<usize>,
+    panels: &Range<usize>,
+    order: PanelOrder,
+) {
     let first_row = rows.start;
     let row_of = |r: usize| {
         let start = (r - first_row) * input_stride;
         &inputs[start..start + weights.k_len]
     };
-    let blocked_end = rows.start + rows.len() / ROWS * ROWS;
+    let block_rows = K::block_rows::<G, ROWS>();
+    let blocked_end = rows.start + rows.len() / block_rows * block_rows;
     let leftover = blocked_end..rows.end;
     if blocked_end == rows.start {
         // SAFETY: all of the caller's rows and panels.
         unsafe {
-            leftover_rows::<G, PANELS, PAIR_PANELS, E>(
-                epilogue, &weights, &row_of, leftover, &panels, order,
+            leftover_rows::<K, G, PANELS, PAIR_PANELS, E>(
+                epilogue, weights, &row_of, leftover, &columns, panels, order,
             );
         }
         return;
     }
     let group_width = leftover_group_width(
-        panels.len(),
+        columns.len(),
         PANELS,
         !leftover.is_empty(),
         (blocked_end - rows.start) * weights.k_len * size_of::<f32>(),
     );
-    for group in order.groups(panels, group_width) {
+    for group in order.groups(columns, group_width) {
         for j in 0..group.len() {
-            let p = group.start + order.position(group.len(), j);
-            for first in (rows.start..blocked_end).step_by(ROWS) {
-                let block: [usize; ROWS] = std::array::from_fn(|m| first + m);
-                // SAFETY: these rows and this panel are within the caller's `rows × panels`.
+            let column = group.start + order.position(group.len(), j);
+            for first in (rows.start..blocked_end).step_by(block_rows) {
+                // SAFETY: these rows and this column are within the caller's.
                 unsafe {
-                    tile::<G, ROWS, 1, E>(epilogue, &weights, rows_of(&row_of, block), block, [p]);
-                }
+                    K::block::<G, ROWS, E>(epilogue, weights, &row_of, first, column, panels)
+                };
             }
         }
-        // SAFETY: rows and panels within the caller's `rows × panels`.
+        // SAFETY: rows and columns within the caller's.
         unsafe {
-            leftover_rows::<G, PANELS, PAIR_PANELS, E>(
+            leftover_rows::<K, G, PANELS, PAIR_PANELS, E>(
                 epilogue,
-                &weights,
+                weights,
                 &row_of,
                 leftover.clone(),
                 &group,
+                panels,
                 order,
             );
         }
     }
 }
 
-/// The tiles of rows left over from the row blocks, on `panels`: in pairs with `PAIR_PANELS`
-/// panels per tile, then one row at a time with `PANELS`. Out of line: inlined into
-/// [`run_tiles`] from its two call sites, the LSTM at B = 64 on one thread, which has leftover
+/// The tiles of rows left over from the row blocks, on `columns`: in pairs with `PAIR_PANELS`
+/// columns per tile, then one row at a time with `PANELS`. Out of line: inlined into
+/// [`run_columns`] from its two call sites, the LSTM at B = 64 on one thread, which has leftover
 /// rows in every step, took 1.03–1.04× the time (6 alternating rounds); out of line 0.98–1.01×
 /// (8 rounds).
 ///
 /// # Safety
-/// As [`run_tiles`], for `rows × panels`.
+/// As [`run_columns`], for `rows × columns`.
 #[inline(never)]
 unsafe fn leftover_rows<
     'x,
+    K: TileKernel,
     const G: usize,
     const PANELS: usize,
     const PAIR_PANELS: usize,
@@ -312,18 +466,20 @@ unsafe fn leftover_rows<
     weights: &PanelWeights<'_>,
     row_of: &impl Fn(usize) -> &'x [f32],
     rows: Range<usize>,
+    columns: &Range<usize>,
     panels: &Range<usize>,
     order: PanelOrder,
 ) {
     let paired_end = rows.start + rows.len() / 2 * 2;
     for first in (rows.start..paired_end).step_by(2) {
-        // SAFETY: these rows and panels are the caller's.
+        // SAFETY: these rows and columns are the caller's.
         unsafe {
-            row_strip::<G, 2, PAIR_PANELS, E>(
+            row_strip::<K, G, 2, PAIR_PANELS, E>(
                 epilogue,
                 weights,
                 row_of,
                 [first, first + 1],
+                columns,
                 panels,
                 order,
             );
@@ -331,37 +487,47 @@ unsafe fn leftover_rows<
     }
     for r in paired_end..rows.end {
         // SAFETY: as above.
-        unsafe { row_strip::<G, 1, PANELS, E>(epilogue, weights, row_of, [r], panels, order) };
+        unsafe {
+            row_strip::<K, G, 1, PANELS, E>(epilogue, weights, row_of, [r], columns, panels, order)
+        };
     }
 }
 
-/// The tiles of `MR` rows across `panels`: `NR` panels at a time, then the panels left over
+/// The tiles of `MR` rows across `columns`: `NR` columns at a time, then the columns left over
 /// two at a time, then one; in reverse when `order` is descending.
 ///
 /// # Safety
-/// As [`run_tiles`], for `rows × panels`.
+/// As [`run_columns`], for `rows × columns`.
 #[inline(always)]
-unsafe fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
+unsafe fn row_strip<
+    'x,
+    K: TileKernel,
+    const G: usize,
+    const MR: usize,
+    const NR: usize,
+    E: TileEpilogue<G>,
+>(
     epilogue: &E,
     weights: &PanelWeights<'_>,
     row_of: &impl Fn(usize) -> &'x [f32],
     rows: [usize; MR],
+    columns: &Range<usize>,
     panels: &Range<usize>,
     order: PanelOrder,
 ) {
     let inputs = rows_of(row_of, rows);
-    let grouped_end = panels.start + panels.len() / NR * NR;
-    // The panels left over, two at a time where possible: a tile of one panel has too few
+    let grouped_end = columns.start + columns.len() / NR * NR;
+    // The columns left over, two at a time where possible: a tile of one column has too few
     // accumulators to hide the FMA latency.
     let paired_end = if NR > 2 {
-        grouped_end + (panels.end - grouped_end) / 2 * 2
+        grouped_end + (columns.end - grouped_end) / 2 * 2
     } else {
         grouped_end
     };
     let counts = [
-        (grouped_end - panels.start) / NR,
+        (grouped_end - columns.start) / NR,
         (paired_end - grouped_end) / 2,
-        panels.end - paired_end,
+        columns.end - paired_end,
     ];
     for segment in 0..3 {
         let segment = order.position(3, segment);
@@ -370,20 +536,26 @@ unsafe fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: Til
             let i = order.position(count, i);
             match segment {
                 0 => {
-                    let group = std::array::from_fn(|j| panels.start + i * NR + j);
-                    // SAFETY: these panels are within the caller's `panels`, these rows its
+                    let group = std::array::from_fn(|j| columns.start + i * NR + j);
+                    // SAFETY: these columns are within the caller's `columns`, these rows its
                     // `rows`.
-                    unsafe { tile::<G, MR, NR, E>(epilogue, weights, inputs, rows, group) };
+                    unsafe {
+                        K::strip::<G, MR, NR, E>(epilogue, weights, inputs, rows, group, panels)
+                    };
                 }
                 1 => {
-                    let p = grouped_end + 2 * i;
+                    let c = grouped_end + 2 * i;
                     // SAFETY: as above.
-                    unsafe { tile::<G, MR, 2, E>(epilogue, weights, inputs, rows, [p, p + 1]) };
+                    unsafe {
+                        K::strip::<G, MR, 2, E>(epilogue, weights, inputs, rows, [c, c + 1], panels)
+                    };
                 }
                 _ => {
-                    let p = paired_end + i;
+                    let c = paired_end + i;
                     // SAFETY: as above.
-                    unsafe { tile::<G, MR, 1, E>(epilogue, weights, inputs, rows, [p]) };
+                    unsafe {
+                        K::strip::<G, MR, 1, E>(epilogue, weights, inputs, rows, [c], panels)
+                    };
                 }
             }
         }
@@ -394,7 +566,7 @@ unsafe fn row_strip<'x, const G: usize, const MR: usize, const NR: usize, E: Til
 mod tests {
     use super::*;
     use crate::epilogue::Projection;
-    use crate::packing::{LANES, PackedLayer};
+    use crate::packing::{LANES, PackedLayer, PanelLayout};
     use crate::threading::SharedVectors;
     use gru_core::{Cell, CellKind, GruVariant, LayerWeights};
 
@@ -435,8 +607,14 @@ mod tests {
                 None,
             )
             .unwrap();
-            let layer = PackedLayer::new(&w, Cell::Gru(GruVariant::ResetAfter));
-            let panels = layer.panels();
+            let layers = [PanelLayout::Contiguous, PanelLayout::Pairs]
+                .into_iter()
+                .filter(|layout| layout.is_supported())
+                .map(|layout| {
+                    PackedLayer::with_layout(&w, Cell::Gru(GruVariant::ResetAfter), layout)
+                })
+                .collect::<Vec<_>>();
+            let panels = layers[0].panels();
             for batch in 1..=9 {
                 let stride = panels * LANES;
                 let mut h = vec![0.0f32; batch * stride];
@@ -446,34 +624,64 @@ mod tests {
                     }
                 }
                 let zero_bias = vec![f32x8::ZERO; panels * 3];
-                let [ascending, descending] =
-                    [PanelOrder::Ascending, PanelOrder::Descending].map(|order| {
-                        let out = SharedVectors::zeros(batch * panels * 3);
-                        let epilogue = Projection::<3> {
-                            bias: &zero_bias,
-                            panels,
-                            gates: 3,
-                            first_gate: 0,
-                            out: &out,
-                        };
-                        // SAFETY: single-threaded test.
-                        unsafe {
-                            run_tiles::<3, 4, 4, 2, _>(
-                                &epilogue,
-                                PanelWeights::recurrent(layer.recurrent()),
-                                &h,
-                                stride,
-                                0..batch,
-                                0..panels,
-                                order,
-                            );
-                        }
-                        // SAFETY: single-threaded test, all writes done.
-                        let got: &[f32] =
-                            wide::bytemuck::cast_slice(unsafe { out.read(0..out.len()) });
-                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-                    });
-                assert_eq!(ascending, descending, "H={hidden} B={batch}");
+                // Every layout's tiles (where the CPU runs them), in both orders, and also on
+                // a range of panels that starts and ends halfway through a pair.
+                let run = |layer: &PackedLayer, order: PanelOrder, part: Range<usize>| {
+                    let out = SharedVectors::zeros(batch * panels * 3);
+                    let epilogue = Projection::<3> {
+                        bias: &zero_bias,
+                        panels,
+                        gates: 3,
+                        first_gate: 0,
+                        out: &out,
+                    };
+                    // SAFETY: single-threaded test.
+                    unsafe {
+                        run_tiles::<3, 4, 4, 2, _>(
+                            &epilogue,
+                            PanelWeights::recurrent(layer.recurrent()),
+                            &h,
+                            stride,
+                            0..batch,
+                            part,
+                            order,
+                        );
+                    }
+                    // SAFETY: single-threaded test, all writes done.
+                    let got: &[f32] = wide::bytemuck::cast_slice(unsafe { out.read(0..out.len()) });
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let ascending = run(&layers[0], PanelOrder::Ascending, 0..panels);
+                for layer in &layers {
+                    let descending = run(layer, PanelOrder::Descending, 0..panels);
+                    assert_eq!(
+                        ascending,
+                        descending,
+                        "H={hidden} B={batch} {:?}",
+                        layer.layout()
+                    );
+                    // Panels 1..panels-1 alone, then 0 and the last: the same bits, and
+                    // nothing written twice (outputs start at zero, the sums are added).
+                    if panels >= 3 {
+                        let middle = run(layer, PanelOrder::Ascending, 1..panels - 1);
+                        let first = run(layer, PanelOrder::Ascending, 0..1);
+                        let last = run(layer, PanelOrder::Ascending, panels - 1..panels);
+                        let pieces: Vec<u32> = (0..ascending.len())
+                            .map(|i| {
+                                let p = i / (3 * LANES) % panels;
+                                [&first, &middle, &last]
+                                    [usize::from(p > 0) + usize::from(p + 1 == panels)][i]
+                            })
+                            .collect();
+                        assert_eq!(
+                            ascending,
+                            pieces,
+                            "H={hidden} B={batch} {:?}",
+                            layer.layout()
+                        );
+                    }
+                }
+
                 let got: Vec<f32> = ascending.into_iter().map(f32::from_bits).collect();
                 for b in 0..batch {
                     for gate in 0..3 {

@@ -17,6 +17,9 @@
 
 use wide::f32x8;
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+
 /// Returns `acc` with `acc[m][j][g] += Σ_k inputs[m][k] · weights[panel_starts[j] +
 /// k·k_stride + g]` for `k < k_len`.
 ///

@@ -1,0 +1,307 @@
+//! The microkernel in 16-lane AVX-512 registers, over pairs of panels
+//! ([`PanelLayout::Pairs`](crate::packing::PanelLayout::Pairs)): one register holds a gate of
+//! 16 units, two 8-unit panels side by side.
+//!
+//! Each lane does exactly what it does in the 8-lane kernel: the same FMAs in the same order
+//! (increasing k, one per k, summed in blocks of [`SUM_BLOCK`] for the projection), from the
+//! same starting values. Only the register width changes, so the results are bitwise those
+//! of [`accumulate_tile`](super::accumulate_tile) and
+//! [`accumulate_tile_blocked`](super::accumulate_tile_blocked).
+//!
+//! With 32 registers, a tile of 8 rows × 3 gates keeps 24 accumulators: on the Intel Xeon this
+//! was written on (two 512-bit FMA units per core), a scratch loop of such tiles over
+//! `W_hh`-sized panels ran at 176–189 GFLOP/s on one thread at H = 256 and 512, where the
+//! 8-lane 4 × 3 tile ran at 73–80 and 256-bit FMA chains peak at 131.
+
+use std::arch::x86_64::{
+    __m256, __m512, _mm256_castpd_ps, _mm256_castps_pd, _mm512_add_ps, _mm512_castpd_ps,
+    _mm512_castpd256_pd512, _mm512_castps_pd, _mm512_castps512_ps256, _mm512_extractf64x4_pd,
+    _mm512_fmadd_ps, _mm512_insertf64x4, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+};
+
+use wide::f32x8;
+
+use super::SUM_BLOCK;
+
+/// A register of 16 lanes: panel `2q`'s vector in the low half, `2q + 1`'s in the high half.
+pub type PairVector = __m512;
+
+/// `[low, high]` as one register.
+///
+/// # Safety
+/// As [`accumulate_pair_tile`].
+#[inline(always)]
+pub unsafe fn join(low: f32x8, high: f32x8) -> PairVector {
+    let (low, high): (__m256, __m256) = (wide::bytemuck::cast(low), wide::bytemuck::cast(high));
+    // SAFETY: the caller's CPU supports AVX-512F.
+    unsafe {
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(low)),
+            _mm256_castps_pd(high),
+        ))
+    }
+}
+
+/// The two halves of `v`, low first.
+///
+/// # Safety
+/// As [`accumulate_pair_tile`].
+#[inline(always)]
+pub unsafe fn split(v: PairVector) -> [f32x8; 2] {
+    // SAFETY: the caller's CPU supports AVX-512F.
+    let (low, high) = unsafe {
+        (
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+        )
+    };
+    [wide::bytemuck::cast(low), wide::bytemuck::cast(high)]
+}
+
+/// A zeroed register.
+///
+/// # Safety
+/// As [`accumulate_pair_tile`].
+#[inline(always)]
+pub unsafe fn zero() -> PairVector {
+    // SAFETY: the caller's CPU supports AVX-512F.
+    unsafe { _mm512_setzero_ps() }
+}
+
+/// Returns `acc` with `acc[m][j][g] += Σ_k inputs[m][k] · w(j, k, g)` for `k < k_len`, where
+/// `w(j, k, g)` is the 16 lanes of `weights[pair_starts[j] + k·k_stride + 2g ..][..2]`.
+///
+/// # Safety
+/// The CPU must support AVX-512F, and the caller must be compiled with it
+/// (`#[target_feature(enable = "avx512f")]`). These functions are not themselves: a function
+/// with a target feature cannot be `#[inline(always)]`, and left to itself the compiler called
+/// this one out of line, with its 24 accumulators passed through memory (a quarter of the time
+/// of B = 64 on one thread in `perf`).
+///
+/// # Panics
+/// If an input row is shorter than `k_len` or a pair runs past the end of `weights`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+pub unsafe fn accumulate_pair_tile<const G: usize, const MR: usize, const NP: usize>(
+    mut acc: [[[PairVector; G]; NP]; MR],
+    inputs: [&[f32]; MR],
+    weights: &[f32x8],
+    pair_starts: [usize; NP],
+    k_stride: usize,
+    k_len: usize,
+) -> [[[PairVector; G]; NP]; MR] {
+    if k_len == 0 {
+        return acc;
+    }
+    let mut rows: [&[f32]; MR] = [&[]; MR];
+    for m in 0..MR {
+        rows[m] = &inputs[m][..k_len];
+    }
+    // As in the 8-lane kernel: one checked slice per pair, indexed unchecked within.
+    let span = (k_len - 1)
+        .checked_mul(k_stride)
+        .and_then(|last| last.checked_add(2 * G))
+        .expect("a pair's span fits in usize");
+    let mut pairs: [&[f32x8]; NP] = [&[]; NP];
+    for j in 0..NP {
+        pairs[j] = &weights[pair_starts[j]..pair_starts[j] + span];
+    }
+    for k in 0..k_len {
+        let offset = k * k_stride;
+        for j in 0..NP {
+            // SAFETY: the caller's CPU supports AVX-512F (for every intrinsic below).
+            let mut w = [unsafe { zero() }; G];
+            for g in 0..G {
+                // SAFETY: k < k_len and g < G, so the two vectors at offset + 2g end at
+                // offset + 2g + 2 <= (k_len − 1)·k_stride + 2G = span = pairs[j].len().
+                w[g] = unsafe { _mm512_loadu_ps(pairs[j].as_ptr().add(offset + 2 * g).cast()) };
+            }
+            for m in 0..MR {
+                // SAFETY: every row was cut to `..k_len` above, and k < k_len.
+                let x = unsafe { _mm512_set1_ps(*rows[m].get_unchecked(k)) };
+                for g in 0..G {
+                    // SAFETY: the caller's CPU supports AVX-512F.
+                    acc[m][j][g] = unsafe { _mm512_fmadd_ps(x, w[g], acc[m][j][g]) };
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// [`accumulate_pair_tile`] summed in blocks of [`SUM_BLOCK`] inputs, each from zero, then
+/// added to `acc`, as [`accumulate_tile_blocked`](super::accumulate_tile_blocked) does.
+///
+/// # Safety
+/// As [`accumulate_pair_tile`].
+///
+/// # Panics
+/// As [`accumulate_pair_tile`].
+#[inline(always)]
+pub unsafe fn accumulate_pair_tile_blocked<const G: usize, const MR: usize, const NP: usize>(
+    mut acc: [[[PairVector; G]; NP]; MR],
+    inputs: [&[f32]; MR],
+    weights: &[f32x8],
+    pair_starts: [usize; NP],
+    k_stride: usize,
+    k_len: usize,
+) -> [[[PairVector; G]; NP]; MR] {
+    for k0 in (0..k_len).step_by(SUM_BLOCK) {
+        let mut block_inputs = inputs;
+        for (block_input, input) in block_inputs.iter_mut().zip(&inputs) {
+            *block_input = &input[k0..];
+        }
+        let mut block_starts = pair_starts;
+        for start in &mut block_starts {
+            *start += k0 * k_stride;
+        }
+        // SAFETY: the caller's CPU supports AVX-512F, and it inlines this.
+        let block = unsafe {
+            accumulate_pair_tile::<G, MR, NP>(
+                [[[zero(); G]; NP]; MR],
+                block_inputs,
+                weights,
+                block_starts,
+                k_stride,
+                SUM_BLOCK.min(k_len - k0),
+            )
+        };
+        for (acc_row, block_row) in acc.iter_mut().zip(block) {
+            for (acc_pair, block_pair) in acc_row.iter_mut().zip(block_row) {
+                for (a, b) in acc_pair.iter_mut().zip(block_pair) {
+                    // SAFETY: as above.
+                    *a = unsafe { _mm512_add_ps(*a, b) };
+                }
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every lane must compute: from `start`, one `f32::mul_add` per k in increasing k;
+    /// in blocks of [`SUM_BLOCK`] from zero, each then added, when `blocked`.
+    fn scalar_lane(
+        start: f32,
+        inputs: &[f32],
+        weights: impl Fn(usize) -> f32,
+        blocked: bool,
+    ) -> f32 {
+        if !blocked {
+            return (0..inputs.len()).fold(start, |acc, k| inputs[k].mul_add(weights(k), acc));
+        }
+        (0..inputs.len()).step_by(SUM_BLOCK).fold(start, |acc, k0| {
+            let end = (k0 + SUM_BLOCK).min(inputs.len());
+            acc + (k0..end).fold(0.0, |block, k| inputs[k].mul_add(weights(k), block))
+        })
+    }
+
+    /// Both kernels on one shape, from nonzero starting values.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn check<const G: usize, const MR: usize, const NP: usize>(k_len: usize) {
+        let k_stride = 2 * G + 2; // wider than a pair's k row, to catch a stride mix-up
+        let lane_value = |i: usize| match i % 97 {
+            // Special values in a few lanes: ±0, ±inf and NaN must go through as FMAs say.
+            3 => 0.0,
+            5 => -0.0,
+            7 if k_len > 20 => f32::INFINITY,
+            11 if k_len > 30 => f32::NEG_INFINITY,
+            13 if k_len > 40 => f32::NAN,
+            _ => (i as f32 * 0.37).sin(),
+        };
+        let weights: Vec<f32x8> = (0..(NP + 1) * (k_len.max(1) * k_stride + 2 * G))
+            .map(|i| f32x8::from(std::array::from_fn(|u| lane_value(i * 8 + u))))
+            .collect();
+        let inputs: Vec<Vec<f32>> = (0..MR)
+            .map(|m| {
+                (0..k_len + 3)
+                    .map(|k| ((m * 31 + k) as f32 * 0.11).cos())
+                    .collect()
+            })
+            .collect();
+        let starts: [usize; NP] = std::array::from_fn(|j| j * (k_len.max(1) * k_stride + 2 * G));
+        let rows: [&[f32]; MR] = std::array::from_fn(|m| inputs[m].as_slice());
+        let start_value =
+            |m: usize, j: usize, g: usize, lane: usize| (m + j + g + lane) as f32 * 0.5;
+        // SAFETY: this function runs with AVX-512F (its caller's contract).
+        let mut init = [[[unsafe { zero() }; G]; NP]; MR];
+        for (m, row) in init.iter_mut().enumerate() {
+            for (j, pair) in row.iter_mut().enumerate() {
+                for (g, v) in pair.iter_mut().enumerate() {
+                    let half = |h: usize| {
+                        f32x8::from(std::array::from_fn(|u| start_value(m, j, g, 8 * h + u)))
+                    };
+                    // SAFETY: as above.
+                    *v = unsafe { join(half(0), half(1)) };
+                }
+            }
+        }
+        for blocked in [false, true] {
+            // SAFETY: as above; the accumulation is inlined into this function.
+            let acc = unsafe {
+                if blocked {
+                    accumulate_pair_tile_blocked::<G, MR, NP>(
+                        init, rows, &weights, starts, k_stride, k_len,
+                    )
+                } else {
+                    accumulate_pair_tile::<G, MR, NP>(init, rows, &weights, starts, k_stride, k_len)
+                }
+            };
+            for m in 0..MR {
+                for j in 0..NP {
+                    for g in 0..G {
+                        // SAFETY: as above.
+                        let halves = unsafe { split(acc[m][j][g]) };
+                        for lane in 0..16 {
+                            let got = halves[lane / 8].to_array()[lane % 8];
+                            let weight = |k: usize| {
+                                let vector = starts[j] + k * k_stride + 2 * g + lane / 8;
+                                weights[vector].to_array()[lane % 8]
+                            };
+                            let want = scalar_lane(
+                                start_value(m, j, g, lane),
+                                &inputs[m][..k_len],
+                                weight,
+                                blocked,
+                            );
+                            assert!(
+                                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                                "blocked={blocked} G={G} MR={MR} NP={NP} k={k_len} row {m} pair {j} gate {g} lane {lane}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pair_tiles_match_scalar_fmas_bit_for_bit_for_every_shape() {
+        if !crate::packing::PanelLayout::Pairs.is_supported() {
+            println!("no AVX-512F on this CPU: nothing to check");
+            return;
+        }
+        for k_len in [0, 1, 2, 7, 15, 16, 17, 31, 32, 33, 47, 48, 49] {
+            // SAFETY: the CPU supports AVX-512F, checked above.
+            unsafe {
+                check::<3, 8, 1>(k_len);
+                check::<3, 2, 2>(k_len);
+                check::<3, 1, 4>(k_len);
+                check::<3, 1, 1>(k_len);
+                check::<2, 12, 1>(k_len);
+                check::<2, 2, 3>(k_len);
+                check::<2, 1, 6>(k_len);
+                check::<1, 16, 1>(k_len);
+                check::<1, 2, 4>(k_len);
+                check::<1, 1, 8>(k_len);
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Tiles of 16-lane AVX-512 vectors over pairs of panels ([`PanelLayout::Pairs`]).
+//!
+//! [`PanelLayout::Pairs`]: crate::packing::PanelLayout::Pairs
+
+use std::ops::Range;
+
+use crate::epilogue::TileEpilogue;
+use crate::microkernel::avx512::{
+    PairVector, accumulate_pair_tile, accumulate_pair_tile_blocked, join, split,
+};
+
+use super::{PanelWeights, Summation, TileKernel, rows_of};
+
+/// Tiles of 16-lane vectors: a column is a pair of panels, `2c` in the low lanes and `2c + 1`
+/// in the high ones.
+pub(super) struct Lanes16;
+
+impl TileKernel for Lanes16 {
+    /// Eight rows of three gates (24 of the 32 registers), twelve of two, sixteen of one.
+    #[inline(always)]
+    fn block_rows<const G: usize, const ROWS: usize>() -> usize {
+        match G {
+            3 => 8,
+            2 => 12,
+            _ => 16,
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn block<'x, const G: usize, const ROWS: usize, E: TileEpilogue<G>>(
+        epilogue: &E,
+        weights: &PanelWeights<'_>,
+        row_of: &impl Fn(usize) -> &'x [f32],
+        first_row: usize,
+        column: usize,
+        panels: &Range<usize>,
+    ) {
+        match G {
+            // SAFETY: the caller's rows and column, on a CPU with AVX-512F (the caller's
+            // contract); `block_rows` says how many rows. The same for the two arms below.
+            3 => unsafe {
+                let rows: [usize; 8] = std::array::from_fn(|m| first_row + m);
+                pair_tile::<G, 8, 1, E>(
+                    epilogue,
+                    weights,
+                    rows_of(row_of, rows),
+                    rows,
+                    [column],
+                    panels,
+                )
+            },
+            // SAFETY: as above.
+            2 => unsafe {
+                let rows: [usize; 12] = std::array::from_fn(|m| first_row + m);
+                pair_tile::<G, 12, 1, E>(
+                    epilogue,
+                    weights,
+                    rows_of(row_of, rows),
+                    rows,
+                    [column],
+                    panels,
+                )
+            },
+            // SAFETY: as above.
+            _ => unsafe {
+                let rows: [usize; 16] = std::array::from_fn(|m| first_row + m);
+                pair_tile::<G, 16, 1, E>(
+                    epilogue,
+                    weights,
+                    rows_of(row_of, rows),
+                    rows,
+                    [column],
+                    panels,
+                )
+            },
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn strip<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
+        epilogue: &E,
+        weights: &PanelWeights<'_>,
+        inputs: [&[f32]; MR],
+        rows: [usize; MR],
+        columns: [usize; NR],
+        panels: &Range<usize>,
+    ) {
+        // SAFETY: the caller's rows and columns, on a CPU with AVX-512F.
+        unsafe { pair_tile::<G, MR, NR, E>(epilogue, weights, inputs, rows, columns, panels) };
+    }
+}
+
+/// One tile of `MR` rows × `NP` pairs: starting values from the epilogue, the product, the
+/// epilogue, for the panels of each pair that are in `panels`.
+///
+/// # Safety
+/// As [`run_tiles`](super::run_tiles), for `rows` × `panels`; and the CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn pair_tile<const G: usize, const MR: usize, const NP: usize, E: TileEpilogue<G>>(
+    epilogue: &E,
+    weights: &PanelWeights<'_>,
+    inputs: [&[f32]; MR],
+    rows: [usize; MR],
+    pairs: [usize; NP],
+    panels: &Range<usize>,
+) {
+    let zero = wide::f32x8::ZERO;
+    // SAFETY: this function is compiled for AVX-512F and runs on a CPU that has it (the
+    // caller's contract), and it inlines `join`, `split` and the accumulation, here and below.
+    let mut init = [[[unsafe { join(zero, zero) }; G]; NP]; MR];
+    let mut starts = [0; NP];
+    for j in 0..NP {
+        starts[j] = pairs[j] * weights.column_stride;
+        let [low, high] = [2 * pairs[j], 2 * pairs[j] + 1];
+        let (has_low, has_high) = (panels.contains(&low), panels.contains(&high));
+        for m in 0..MR {
+            let low = if has_low {
+                epilogue.init(rows[m], low)
+            } else {
+                [zero; G]
+            };
+            let high = if has_high {
+                epilogue.init(rows[m], high)
+            } else {
+                [zero; G]
+            };
+            for g in 0..G {
+                // SAFETY: as above.
+                init[m][j][g] = unsafe { join(low[g], high[g]) };
+            }
+        }
+    }
+    let (data, k_stride, k_len) = (weights.data, weights.k_stride, weights.k_len);
+    // SAFETY: as above.
+    let acc: [[[PairVector; G]; NP]; MR] = unsafe {
+        match weights.summation {
+            Summation::Running => {
+                accumulate_pair_tile::<G, MR, NP>(init, inputs, data, starts, k_stride, k_len)
+            }
+            Summation::Blocked => accumulate_pair_tile_blocked::<G, MR, NP>(
+                init, inputs, data, starts, k_stride, k_len,
+            ),
+        }
+    };
+    for m in 0..MR {
+        for j in 0..NP {
+            let mut halves = [[zero; G]; 2];
+            for g in 0..G {
+                // SAFETY: as above.
+                let [low, high] = unsafe { split(acc[m][j][g]) };
+                halves[0][g] = low;
+                halves[1][g] = high;
+            }
+            for (half, values) in halves.into_iter().enumerate() {
+                let panel = 2 * pairs[j] + half;
+                if panels.contains(&panel) {
+                    // SAFETY: the caller has this row and panel to itself.
+                    unsafe { epilogue.finish(rows[m], panel, values) };
+                }
+            }
+        }
+    }
+}
