@@ -23,7 +23,9 @@
 //! **Pairs** ([`PanelLayout::Pairs`], chosen where the CPU has AVX-512F): panels `2q` and
 //! `2q + 1` share their k rows, `[k, gate, 2, 8]`, so that each gate of 16 units is one
 //! 64-byte line, one load into a 16-lane register. Every lane still sums the same products in
-//! the same order, so the results are bitwise those of the contiguous layout. On the Intel
+//! the same order, so the results are bitwise those of the contiguous layout (in a build with
+//! FMA, as this workspace's x86-64-v3; without target flags the 8-lane tiles multiply and add
+//! unfused). On the Intel
 //! Xeon (two 512-bit FMA units per core) where this was written, the 16-lane tiles took the
 //! GRU at B = 64, I = H = 256 and 512 from 93–99 to 145–152 GFLOP/s on one thread, and from
 //! 192–194 to 285–289 on two (one run each).
@@ -225,8 +227,8 @@ impl PackedLayer {
     }
 
     /// Packs `w` for `cell` in `layout`. The kernels give bitwise the same results in either
-    /// layout; a layout this CPU does not support ([`PanelLayout::is_supported`]) makes them
-    /// panic.
+    /// layout (in a build with FMA; see the module docs); a layout this CPU does not support
+    /// ([`PanelLayout::is_supported`]) makes them panic.
     pub fn with_layout(w: &LayerWeights, cell: Cell, layout: PanelLayout) -> Self {
         debug_assert_eq!(w.kind(), cell.kind());
         let (input, hidden) = (w.input_size(), w.hidden_size());

@@ -206,7 +206,8 @@ impl SimdModel {
 
     /// Packs every layer of `model` in `layout`, to run on `threads` workers: as
     /// [`with_threads`](Self::with_threads), which picks [`PanelLayout::best`]. Both layouts
-    /// give bitwise the same results; [`PanelLayout::Pairs`] runs 16-lane AVX-512 tiles.
+    /// give bitwise the same results in a build with FMA (without target flags the 8-lane tiles
+    /// multiply and add unfused); [`PanelLayout::Pairs`] runs 16-lane AVX-512 tiles.
     ///
     /// # Errors
     /// [`Error::Unsupported`] when this CPU cannot run `layout`'s tiles, and as

@@ -4,9 +4,10 @@
 //!
 //! Each lane does exactly what it does in the 8-lane kernel: the same FMAs in the same order
 //! (increasing k, one per k, summed in blocks of [`SUM_BLOCK`] for the projection), from the
-//! same starting values. Only the register width changes, so the results are bitwise those
-//! of [`accumulate_tile`](super::accumulate_tile) and
-//! [`accumulate_tile_blocked`](super::accumulate_tile_blocked).
+//! same starting values. Only the register width changes, so the results are bitwise those of
+//! [`accumulate_tile`](super::accumulate_tile) and
+//! [`accumulate_tile_blocked`](super::accumulate_tile_blocked) in a build with FMA (without
+//! target flags, the 8-lane kernel's `mul_add` is an unfused multiply and add).
 //!
 //! With 32 registers, a tile of 8 rows × 3 gates keeps 24 accumulators: on the Intel Xeon this
 //! was written on (two 512-bit FMA units per core), a scratch loop of such tiles over
