@@ -15,9 +15,10 @@
 //! 8-lane 4 × 3 tile ran at 73–80 and 256-bit FMA chains peak at 131.
 
 use std::arch::x86_64::{
-    __m256, __m512, _mm256_castpd_ps, _mm256_castps_pd, _mm512_add_ps, _mm512_castpd_ps,
-    _mm512_castpd256_pd512, _mm512_castps_pd, _mm512_castps512_ps256, _mm512_extractf64x4_pd,
-    _mm512_fmadd_ps, _mm512_insertf64x4, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    __m256, __m512, _MM_HINT_T1, _mm_prefetch, _mm256_castpd_ps, _mm256_castps_pd, _mm512_add_ps,
+    _mm512_castpd_ps, _mm512_castpd256_pd512, _mm512_castps_pd, _mm512_castps512_ps256,
+    _mm512_extractf64x4_pd, _mm512_fmadd_ps, _mm512_insertf64x4, _mm512_loadu_ps, _mm512_set1_ps,
+    _mm512_setzero_ps,
 };
 
 use wide::f32x8;
@@ -69,6 +70,24 @@ pub unsafe fn zero() -> PairVector {
     unsafe { _mm512_setzero_ps() }
 }
 
+/// Lines to bring into L2 while a tile runs, one per k from the first: the next column's
+/// weights, so that its first row block does not wait for them from memory.
+#[derive(Clone, Copy, Debug)]
+pub struct PrefetchLines {
+    /// The first line. Any address: a prefetch does not fault.
+    pub from: *const i8,
+    /// How many lines, at most the tile's `k_len`.
+    pub count: usize,
+}
+
+impl PrefetchLines {
+    /// None.
+    pub const NONE: Self = Self {
+        from: std::ptr::null(),
+        count: 0,
+    };
+}
+
 /// Returns `acc` with `acc[m][j][g] += Σ_k inputs[m][k] · w(j, k, g)` for `k < k_len`, where
 /// `w(j, k, g)` is the 16 lanes of `weights[pair_starts[j] + k·k_stride + 2g ..][..2]`.
 ///
@@ -90,6 +109,7 @@ pub unsafe fn accumulate_pair_tile<const G: usize, const MR: usize, const NP: us
     pair_starts: [usize; NP],
     k_stride: usize,
     k_len: usize,
+    prefetch: PrefetchLines,
 ) -> [[[PairVector; G]; NP]; MR] {
     if k_len == 0 {
         return acc;
@@ -108,6 +128,11 @@ pub unsafe fn accumulate_pair_tile<const G: usize, const MR: usize, const NP: us
         pairs[j] = &weights[pair_starts[j]..pair_starts[j] + span];
     }
     for k in 0..k_len {
+        if k < prefetch.count {
+            // SAFETY: a prefetch reads nothing and cannot fault, whatever the address (the
+            // pointer is only offset with wrapping arithmetic); SSE is part of x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(prefetch.from.wrapping_add(k * 64)) };
+        }
         let offset = k * k_stride;
         for j in 0..NP {
             // SAFETY: the caller's CPU supports AVX-512F (for every intrinsic below).
@@ -146,6 +171,7 @@ pub unsafe fn accumulate_pair_tile_blocked<const G: usize, const MR: usize, cons
     pair_starts: [usize; NP],
     k_stride: usize,
     k_len: usize,
+    prefetch: PrefetchLines,
 ) -> [[[PairVector; G]; NP]; MR] {
     for k0 in (0..k_len).step_by(SUM_BLOCK) {
         let mut block_inputs = inputs;
@@ -165,6 +191,10 @@ pub unsafe fn accumulate_pair_tile_blocked<const G: usize, const MR: usize, cons
                 block_starts,
                 k_stride,
                 SUM_BLOCK.min(k_len - k0),
+                PrefetchLines {
+                    from: prefetch.from.wrapping_add(k0 * 64),
+                    count: prefetch.count.saturating_sub(k0).min(SUM_BLOCK),
+                },
             )
         };
         for (acc_row, block_row) in acc.iter_mut().zip(block) {
@@ -249,10 +279,24 @@ mod tests {
             let acc = unsafe {
                 if blocked {
                     accumulate_pair_tile_blocked::<G, MR, NP>(
-                        init, rows, &weights, starts, k_stride, k_len,
+                        init,
+                        rows,
+                        &weights,
+                        starts,
+                        k_stride,
+                        k_len,
+                        PrefetchLines::NONE,
                     )
                 } else {
-                    accumulate_pair_tile::<G, MR, NP>(init, rows, &weights, starts, k_stride, k_len)
+                    accumulate_pair_tile::<G, MR, NP>(
+                        init,
+                        rows,
+                        &weights,
+                        starts,
+                        k_stride,
+                        k_len,
+                        PrefetchLines::NONE,
+                    )
                 }
             };
             for m in 0..MR {

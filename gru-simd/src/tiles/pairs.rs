@@ -6,10 +6,10 @@ use std::ops::Range;
 
 use crate::epilogue::TileEpilogue;
 use crate::microkernel::avx512::{
-    PairVector, accumulate_pair_tile, accumulate_pair_tile_blocked, join, split,
+    PairVector, PrefetchLines, accumulate_pair_tile, accumulate_pair_tile_blocked, join, split,
 };
 
-use super::{PanelWeights, Summation, TileKernel, rows_of};
+use super::{PanelWeights, Prefetch, Summation, TileKernel, rows_of};
 
 /// Tiles of 16-lane vectors: a column is a pair of panels, `2c` in the low lanes and `2c + 1`
 /// in the high ones.
@@ -34,6 +34,7 @@ impl TileKernel for Lanes16 {
         first_row: usize,
         column: usize,
         panels: &Range<usize>,
+        prefetch: Prefetch,
     ) {
         match G {
             // SAFETY: the caller's rows and column, on a CPU with AVX-512F (the caller's
@@ -47,6 +48,7 @@ impl TileKernel for Lanes16 {
                     rows,
                     [column],
                     panels,
+                    prefetch,
                 )
             },
             // SAFETY: as above.
@@ -59,6 +61,7 @@ impl TileKernel for Lanes16 {
                     rows,
                     [column],
                     panels,
+                    prefetch,
                 )
             },
             // SAFETY: as above.
@@ -71,6 +74,7 @@ impl TileKernel for Lanes16 {
                     rows,
                     [column],
                     panels,
+                    prefetch,
                 )
             },
         }
@@ -86,7 +90,17 @@ impl TileKernel for Lanes16 {
         panels: &Range<usize>,
     ) {
         // SAFETY: the caller's rows and columns, on a CPU with AVX-512F.
-        unsafe { pair_tile::<G, MR, NR, E>(epilogue, weights, inputs, rows, columns, panels) };
+        unsafe {
+            pair_tile::<G, MR, NR, E>(
+                epilogue,
+                weights,
+                inputs,
+                rows,
+                columns,
+                panels,
+                Prefetch::NONE,
+            )
+        };
     }
 }
 
@@ -104,6 +118,7 @@ unsafe fn pair_tile<const G: usize, const MR: usize, const NP: usize, E: TileEpi
     rows: [usize; MR],
     pairs: [usize; NP],
     panels: &Range<usize>,
+    prefetch: Prefetch,
 ) {
     let zero = wide::f32x8::ZERO;
     // SAFETY: this function is compiled for AVX-512F and runs on a CPU that has it (the
@@ -132,14 +147,30 @@ unsafe fn pair_tile<const G: usize, const MR: usize, const NP: usize, E: TileEpi
         }
     }
     let (data, k_stride, k_len) = (weights.data, weights.k_stride, weights.k_len);
+    let prefetch_lines = PrefetchLines {
+        from: data.as_ptr().wrapping_add(prefetch.start).cast(),
+        count: prefetch.lines,
+    };
     // SAFETY: as above.
     let acc: [[[PairVector; G]; NP]; MR] = unsafe {
         match weights.summation {
-            Summation::Running => {
-                accumulate_pair_tile::<G, MR, NP>(init, inputs, data, starts, k_stride, k_len)
-            }
+            Summation::Running => accumulate_pair_tile::<G, MR, NP>(
+                init,
+                inputs,
+                data,
+                starts,
+                k_stride,
+                k_len,
+                prefetch_lines,
+            ),
             Summation::Blocked => accumulate_pair_tile_blocked::<G, MR, NP>(
-                init, inputs, data, starts, k_stride, k_len,
+                init,
+                inputs,
+                data,
+                starts,
+                k_stride,
+                k_len,
+                prefetch_lines,
             ),
         }
     };
