@@ -36,47 +36,20 @@ impl TileKernel for Lanes16 {
         panels: &Range<usize>,
         prefetch: Prefetch,
     ) {
-        match G {
-            // SAFETY: the caller's rows and column, on a CPU with AVX-512F (the caller's
-            // contract); `block_rows` says how many rows. The same for the two arms below.
-            3 => unsafe {
-                let rows: [usize; 8] = std::array::from_fn(|m| first_row + m);
-                pair_tile::<G, 8, 1, E>(
-                    epilogue,
-                    weights,
-                    rows_of(row_of, rows),
-                    rows,
-                    [column],
-                    panels,
-                    prefetch,
-                )
-            },
-            // SAFETY: as above.
-            2 => unsafe {
-                let rows: [usize; 12] = std::array::from_fn(|m| first_row + m);
-                pair_tile::<G, 12, 1, E>(
-                    epilogue,
-                    weights,
-                    rows_of(row_of, rows),
-                    rows,
-                    [column],
-                    panels,
-                    prefetch,
-                )
-            },
-            // SAFETY: as above.
-            _ => unsafe {
-                let rows: [usize; 16] = std::array::from_fn(|m| first_row + m);
-                pair_tile::<G, 16, 1, E>(
-                    epilogue,
-                    weights,
-                    rows_of(row_of, rows),
-                    rows,
-                    [column],
-                    panels,
-                    prefetch,
-                )
-            },
+        // SAFETY: the caller's rows and column, on a CPU with AVX-512F (the caller's
+        // contract); `block_rows` says how many rows.
+        unsafe {
+            match G {
+                3 => block_of::<G, 8, E>(
+                    epilogue, weights, row_of, first_row, column, panels, prefetch,
+                ),
+                2 => block_of::<G, 12, E>(
+                    epilogue, weights, row_of, first_row, column, panels, prefetch,
+                ),
+                _ => block_of::<G, 16, E>(
+                    epilogue, weights, row_of, first_row, column, panels, prefetch,
+                ),
+            }
         }
     }
 
@@ -102,6 +75,27 @@ impl TileKernel for Lanes16 {
             )
         };
     }
+}
+
+/// The block tile of `MR` rows from `first_row` on one pair.
+///
+/// # Safety
+/// As [`pair_tile`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_of<'x, const G: usize, const MR: usize, E: TileEpilogue<G>>(
+    epilogue: &E,
+    weights: &PanelWeights<'_>,
+    row_of: &impl Fn(usize) -> &'x [f32],
+    first_row: usize,
+    pair: usize,
+    panels: &Range<usize>,
+    prefetch: Prefetch,
+) {
+    let rows: [usize; MR] = std::array::from_fn(|m| first_row + m);
+    let inputs = rows_of(row_of, rows);
+    // SAFETY: the caller's contract.
+    unsafe { pair_tile::<G, MR, 1, E>(epilogue, weights, inputs, rows, [pair], panels, prefetch) }
 }
 
 /// One tile of `MR` rows × `NP` pairs: starting values from the epilogue, the product, the
