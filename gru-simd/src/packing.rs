@@ -23,12 +23,11 @@
 //! **Pairs** ([`PanelLayout::Pairs`], chosen where the CPU has AVX-512F): panels `2q` and
 //! `2q + 1` share their k rows, `[k, gate, 2, 8]`, so that each gate of 16 units is one
 //! 64-byte line, one load into a 16-lane register. Every lane still sums the same products in
-//! the same order, so the results are bitwise those of the contiguous layout (in a build with
-//! FMA, as this workspace's x86-64-v3; without target flags the 8-lane tiles multiply and add
-//! unfused). On the Intel
-//! Xeon (two 512-bit FMA units per core) where this was written, the 16-lane tiles took the
-//! GRU at B = 64, I = H = 256 and 512 from 93–99 to 145–152 GFLOP/s on one thread, and from
-//! 192–194 to 285–289 on two (one run each).
+//! the same order, so the results are bitwise those of the contiguous layout in a build with
+//! FMA, as this workspace's x86-64-v3 (without target flags the 8-lane tiles multiply and add
+//! unfused). On the Intel Xeon (two 512-bit FMA units per core) where this was written, the
+//! 16-lane tiles took the GRU at B = 64, I = H = 256 and 512 from 93–99 to 145–152 GFLOP/s on
+//! one thread, and from 192–194 to 285–289 on two (one run each).
 //!
 //! Why panels are not interleaved further: batch 1 runs tiles of one row across a few panels
 //! (four for three gates), which read one stream per panel. Interleaving those panels
@@ -41,7 +40,7 @@
 //! model, so the panels stay contiguous.
 
 use gru_core::cell::{gru_gate, lstm_gate};
-use gru_core::{Cell, GruVariant, LayerWeights};
+use gru_core::{Cell, Error, GruVariant, LayerWeights, Result};
 use wide::f32x8;
 
 /// Lanes per SIMD vector: the width of a panel.
@@ -223,13 +222,27 @@ impl PackedLayer {
     /// Packs `w` for `cell` (whose family must match the weights') in the layout that runs
     /// fastest on this CPU ([`PanelLayout::best`]).
     pub fn new(w: &LayerWeights, cell: Cell) -> Self {
-        Self::with_layout(w, cell, PanelLayout::best())
+        Self::packed(w, cell, PanelLayout::best())
     }
 
     /// Packs `w` for `cell` in `layout`. The kernels give bitwise the same results in either
-    /// layout (in a build with FMA; see the module docs); a layout this CPU does not support
-    /// ([`PanelLayout::is_supported`]) makes them panic.
-    pub fn with_layout(w: &LayerWeights, cell: Cell, layout: PanelLayout) -> Self {
+    /// layout (in a build with FMA; see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when this CPU cannot run `layout`'s tiles
+    /// ([`PanelLayout::is_supported`]).
+    pub fn with_layout(w: &LayerWeights, cell: Cell, layout: PanelLayout) -> Result<Self> {
+        if !layout.is_supported() {
+            return Err(Error::Unsupported(format!(
+                "{layout:?} panels need AVX-512F, which this CPU lacks"
+            )));
+        }
+        Ok(Self::packed(w, cell, layout))
+    }
+
+    /// Packs `w` for `cell` in `layout`, supported or not (the tests check any layout's
+    /// packing on any CPU).
+    fn packed(w: &LayerWeights, cell: Cell, layout: PanelLayout) -> Self {
         debug_assert_eq!(w.kind(), cell.kind());
         let (input, hidden) = (w.input_size(), w.hidden_size());
         let gates = cell.gate_count();
@@ -412,7 +425,7 @@ mod tests {
 
     fn check_layout(w: &LayerWeights, cell: Cell, layout: PanelLayout) {
         let (input, hidden) = (w.input_size(), w.hidden_size());
-        let packed = PackedLayer::with_layout(w, cell, layout);
+        let packed = PackedLayer::packed(w, cell, layout);
         assert_eq!(packed.layout(), layout);
         let (g_count, panels) = (cell.gate_count(), hidden.div_ceil(8));
         // The input packs hold the projection's gates in order.

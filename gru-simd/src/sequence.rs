@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use gru_core::{
-    Cell, Direction, Error, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
+    Cell, Direction, GruVariant, LayerWeights, Model, ModelConfig, RecurrentKernel, Result,
     SequenceInput, SequenceLayout, SequenceOutput,
 };
 use wide::f32x8;
@@ -210,7 +210,7 @@ impl SimdModel {
     /// multiply and add unfused); [`PanelLayout::Pairs`] runs 16-lane AVX-512 tiles.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when this CPU cannot run `layout`'s tiles, and as
+    /// [`Unsupported`](gru_core::Error::Unsupported) when this CPU cannot run `layout`'s tiles, and as
     /// [`with_threads`](Self::with_threads).
     ///
     /// ```
@@ -223,11 +223,6 @@ impl SimdModel {
     /// # Ok::<(), gru_core::Error>(())
     /// ```
     pub fn with_layout(model: &Model, threads: usize, layout: PanelLayout) -> Result<Self> {
-        if !layout.is_supported() {
-            return Err(Error::Unsupported(format!(
-                "{layout:?} panels need AVX-512F, which this CPU lacks"
-            )));
-        }
         let cell = model.cell();
         Ok(Self {
             config: *model.config(),
@@ -235,7 +230,7 @@ impl SimdModel {
                 .layers()
                 .iter()
                 .map(|w| PackedLayer::with_layout(w, cell, layout))
-                .collect(),
+                .collect::<Result<_>>()?,
             workers: Workers::new(threads)?,
             caller_alone: Workers::new(1)?,
             last_call: None,

@@ -413,6 +413,18 @@ fn bad_arguments_are_errors() {
         "bidirectional models cannot stream"
     );
     assert!(SimdModel::with_threads(&model, 0).is_err());
+    // Weights in pairs of panels on a CPU without AVX-512F (as under valgrind): an error, not
+    // a panic later.
+    match SimdModel::with_layout(&model, 1, PanelLayout::Pairs) {
+        Ok(simd) => {
+            assert!(PanelLayout::Pairs.is_supported());
+            assert_eq!(simd.layout(), PanelLayout::Pairs);
+        }
+        Err(e) => {
+            assert!(!PanelLayout::Pairs.is_supported());
+            assert!(matches!(e, gru_core::Error::Unsupported(_)), "{e}");
+        }
+    }
     let model = random_model(Cell::Gru(GruVariant::ResetAfter), 3, 5, 2, false, true, 1);
     let mut simd = SimdModel::new(&model).unwrap();
     let mut stream = simd.stream(2).unwrap();

@@ -216,9 +216,13 @@ fn leftover_group_width(
 /// Runs every tile of `rows × panels`, visiting the panels in `order`. Row `r`'s input is
 /// `inputs[(r − rows.start)·input_stride..]`: `inputs` starts at the first row.
 ///
-/// Blocks of `ROWS` rows go panel by panel, so one panel's weights stay in cache while every
+/// The tiles are 8-lane over panels, or, for weights packed in pairs
+/// ([`PanelLayout::Pairs`]), 16-lane over pairs of panels; below, a *column* is either, and the
+/// 16-lane tiles' blocks have 8, 12 or 16 rows for 3, 2 or 1 gates instead of `ROWS`.
+///
+/// Blocks of `ROWS` rows go column by column, so one column's weights stay in cache while every
 /// block uses them. Rows left over (all of them at batch 1) go in pairs with `PAIR_PANELS`
-/// panels per tile, then one at a time with `PANELS` panels per tile: enough independent
+/// columns per tile, then one at a time with `PANELS` columns per tile: enough independent
 /// accumulators to hide the FMA latency, and each pair streams the weights once for two rows.
 /// The pairs measured on the LSTM (six-row blocks) at B = 64 on one thread, four rows left
 /// over: 55 → 78 GFLOP/s at I = H = 256, 53 → 75 at 512 (medians of four alternating rounds).
@@ -239,7 +243,8 @@ fn leftover_group_width(
 /// writes or reads back (see [`TileEpilogue::finish`]).
 ///
 /// # Panics
-/// If `inputs` is too short for `rows` or the weights for `panels`.
+/// If `inputs` is too short for `rows` or the weights for `panels`, or if the weights are
+/// packed in pairs and this CPU lacks AVX-512F ([`PanelLayout::is_supported`]).
 pub unsafe fn run_tiles<
     const G: usize,
     const ROWS: usize,
@@ -685,7 +690,7 @@ mod tests {
                 .into_iter()
                 .filter(|layout| layout.is_supported())
                 .map(|layout| {
-                    PackedLayer::with_layout(&w, Cell::Gru(GruVariant::ResetAfter), layout)
+                    PackedLayer::with_layout(&w, Cell::Gru(GruVariant::ResetAfter), layout).unwrap()
                 })
                 .collect::<Vec<_>>();
             let panels = layers[0].panels();
