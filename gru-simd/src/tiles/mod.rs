@@ -311,7 +311,7 @@ pub unsafe fn run_tiles<
 /// and dropped.
 trait TileKernel {
     /// Rows of a block tile of `G` gates, given `ROWS`, the 8-lane choice.
-    fn block_rows<const G: usize, const ROWS: usize>() -> usize;
+    fn block_rows<const G: usize, const ROWS: usize>(summation: Summation) -> usize;
 
     /// The block tile of [`block_rows`](Self::block_rows) rows from `first_row`, on `column`,
     /// bringing `prefetch` into L2 meanwhile (where the kind of tile does).
@@ -384,7 +384,7 @@ struct Lanes8;
 
 impl TileKernel for Lanes8 {
     #[inline(always)]
-    fn block_rows<const G: usize, const ROWS: usize>() -> usize {
+    fn block_rows<const G: usize, const ROWS: usize>(_summation: Summation) -> usize {
         ROWS
     }
 
@@ -447,7 +447,7 @@ unsafe fn run_columns<
         let start = (r - first_row) * input_stride;
         &inputs[start..start + weights.k_len]
     };
-    let block_rows = K::block_rows::<G, ROWS>();
+    let block_rows = K::block_rows::<G, ROWS>(weights.summation);
     let blocked_end = rows.start + rows.len() / block_rows * block_rows;
     let leftover = blocked_end..rows.end;
     if blocked_end == rows.start {
