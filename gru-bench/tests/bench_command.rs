@@ -50,6 +50,47 @@ fn without_a_subcommand_gru_runs_the_bench() {
     check_json_lines(&out, 4);
 }
 
+/// `--lanes` picks the tiles, and the table's first line says which, with the width of the FMA
+/// peak it measured; 16 lanes where the CPU has no AVX-512F (as under valgrind) is one plain
+/// error line.
+#[test]
+fn lanes_choose_the_tiles_and_the_peak_width() {
+    let supports_16 = gru_simd::packing::PanelLayout::Pairs.is_supported();
+    for (lanes, bits, runs) in [("8", "256", true), ("16", "512", supports_16)] {
+        let out = gru(&[
+            "bench",
+            "--shapes",
+            "2:3:4:8",
+            "--seconds",
+            "0.01",
+            "--cells",
+            "gru",
+            "--kernels",
+            "simd",
+            "--threads",
+            "1",
+            "--lanes",
+            lanes,
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if runs {
+            assert!(out.status.success(), "{stderr}");
+            let first = stdout.lines().next().unwrap_or_default();
+            assert!(
+                first.starts_with(&format!("simd tiles of {lanes}-lane vectors"))
+                    && first.contains(&format!("with {bits}-bit FMAs")),
+                "{first}"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(stdout.is_empty());
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+            assert!(stderr.contains("AVX-512F"), "{stderr}");
+        }
+    }
+}
+
 #[test]
 fn step_mode_and_table() {
     let out = gru(&[
@@ -102,6 +143,7 @@ fn bad_options_fail_with_one_line() {
         &["accuracy", "--threads", "100000"],
         &["run", "--threads", "0"],
         &["bench", "--seconds", "-1"],
+        &["bench", "--lanes", "7"],
         // A plot that cannot be written fails before the measuring, not after it.
         &[
             "bench",
