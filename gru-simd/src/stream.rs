@@ -96,7 +96,12 @@ impl SimdModel {
                     projection: (0..threads)
                         .map(|_| SharedVectors::zeros(len * layer.gates()))
                         .collect(),
-                    split: WorkerSplits::even(layer.panels(), threads, 1),
+                    // In columns of the tiles, as a sequence's panel split.
+                    split: WorkerSplits::even(
+                        layer.panels(),
+                        threads,
+                        layer.layout().panels_per_row(),
+                    ),
                 }
             })
             .collect();
