@@ -4,10 +4,18 @@
 //! An epilogue also chooses each accumulator's starting value, so that additions which do not
 //! depend on the product (the projected input, `b_hn`) cost nothing inside the k loop.
 //! Rows that are past their sequence length keep their state.
+//!
+//! The 16-lane tiles finish a whole pair of panels at once ([`TileEpilogue::finish_pair`]):
+//! the cells with activations apply them in 16 lanes, with the same operations per lane as in
+//! 8, so the results are the same bits wherever both widths fuse `mul_add`.
 
 use wide::f32x8;
 
-use crate::activation::{sigmoid, tanh};
+#[cfg(target_arch = "x86_64")]
+use crate::activation::avx512::F32x16;
+use crate::activation::{Lanes, sigmoid, sigmoid_lanes, tanh, tanh_lanes};
+#[cfg(target_arch = "x86_64")]
+use crate::microkernel::avx512::{PairVector, join, split};
 use crate::threading::SharedVectors;
 
 /// What a tile of `G` interleaved gates starts from and how it is finished.
@@ -25,6 +33,68 @@ pub trait TileEpilogue<const G: usize>: Sync {
     /// shared buffers this epilogue writes or reads back (`h_next`, `c`, the gates kept
     /// between the halves of a step, the projection's `out`).
     unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; G]);
+
+    /// Finishes both panels of `pair` (`2·pair` from the low lanes, `2·pair + 1` from the
+    /// high ones) from 16-lane accumulators. By default each half goes through
+    /// [`finish`](Self::finish); the cells with activations apply them in 16 lanes instead.
+    ///
+    /// # Safety
+    /// As [`finish`](Self::finish), for both panels; and the CPU supports AVX-512F. Meant to
+    /// be inlined into a function compiled with it (the 16-lane tiles).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; G]) {
+        let mut halves = [[f32x8::ZERO; G]; 2];
+        for g in 0..G {
+            // SAFETY: the caller's CPU supports AVX-512F.
+            let [low, high] = unsafe { split(acc[g]) };
+            halves[0][g] = low;
+            halves[1][g] = high;
+        }
+        // SAFETY: the caller has both panels of this row to itself.
+        unsafe {
+            self.finish(row, 2 * pair, halves[0]);
+            self.finish(row, 2 * pair + 1, halves[1]);
+        }
+    }
+}
+
+/// `v` as 16 lanes.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn lanes16(v: PairVector) -> F32x16 {
+    // SAFETY: the caller's contract.
+    unsafe { F32x16::new(v) }
+}
+
+/// Vectors `index` and `index + 1` of `vectors` as 16 lanes.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn load_pair(vectors: &[f32x8], index: usize) -> F32x16 {
+    // SAFETY: the caller's contract.
+    unsafe { lanes16(join(vectors[index], vectors[index + 1])) }
+}
+
+/// Writes the halves of `value` at `index` and `index + 1`.
+///
+/// # Safety
+/// As [`SharedVectors::write`] for both indices; and the CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn write_pair(dest: &SharedVectors, index: usize, value: F32x16) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let [low, high] = split(value.get());
+        dest.write(index, low);
+        dest.write(index + 1, high);
+    }
 }
 
 /// Buffers every epilogue of one step reads. Rows are `panels` vectors apart in the states
@@ -70,11 +140,40 @@ impl StepInputs<'_> {
     fn own_rows_index(&self, index: usize) -> usize {
         index - self.first_row * self.panels
     }
+
+    /// [`Self::projected`] for both panels of `pair`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn projected_pair(&self, row: usize, pair: usize, gate: usize) -> F32x16 {
+        let (low, high) = (
+            self.projected(row, 2 * pair, gate),
+            self.projected(row, 2 * pair + 1, gate),
+        );
+        // SAFETY: the caller's contract.
+        unsafe { lanes16(join(low, high)) }
+    }
+
+    /// [`Self::state`] for both panels of `pair`: the low panel's index.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn state_pair(&self, row: usize, pair: usize) -> (usize, F32x16) {
+        let index = row * self.panels + 2 * pair;
+        // SAFETY: the caller's contract.
+        (index, unsafe {
+            load_pair(self.h_prev, self.own_rows_index(index))
+        })
+    }
 }
 
 /// `h' = (1 − z) ⊙ n + z ⊙ h = n + z ⊙ (h − n)`.
 #[inline(always)]
-fn blend(z: f32x8, n: f32x8, h: f32x8) -> f32x8 {
+fn blend<V: Lanes>(z: V, n: V, h: V) -> V {
     (h - n).mul_add(z, n)
 }
 
@@ -110,6 +209,24 @@ impl TileEpilogue<3> for GruResetAfter<'_> {
         // SAFETY: the caller has (row, panel) to itself (see `finish`).
         unsafe { self.h_next.write(index, h_new) };
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn finish_pair(&self, row: usize, pair: usize, [r, z, hn]: [PairVector; 3]) {
+        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
+        // row to itself (see `finish_pair`).
+        unsafe {
+            let (index, h) = self.step.state_pair(row, pair);
+            let h_new = if self.step.is_active(row) {
+                let x_n = self.step.projected_pair(row, pair, 2);
+                let n = tanh_lanes(sigmoid_lanes(lanes16(r)).mul_add(lanes16(hn), x_n));
+                blend(sigmoid_lanes(lanes16(z)), n, h)
+            } else {
+                h
+            };
+            write_pair(self.h_next, index, h_new);
+        }
+    }
 }
 
 /// GRU, reset-before, first half: gates r and z; stores `z` and `r ⊙ h` for the second half.
@@ -138,6 +255,18 @@ impl TileEpilogue<2> for GruResetBeforeGates<'_> {
         unsafe {
             self.z.write(index, sigmoid(z));
             self.reset_state.write(index, sigmoid(r) * h);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn finish_pair(&self, row: usize, pair: usize, [r, z]: [PairVector; 2]) {
+        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
+        // row to itself (see `finish_pair`).
+        unsafe {
+            let (index, h) = self.step.state_pair(row, pair);
+            write_pair(self.z, index, sigmoid_lanes(lanes16(z)));
+            write_pair(self.reset_state, index, sigmoid_lanes(lanes16(r)) * h);
         }
     }
 }
@@ -169,6 +298,23 @@ impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
         // SAFETY: the caller has (row, panel) to itself (see `finish`).
         unsafe { self.h_next.write(index, h_new) };
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn finish_pair(&self, row: usize, pair: usize, [n]: [PairVector; 1]) {
+        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
+        // row to itself (see `finish_pair`).
+        unsafe {
+            let (index, h) = self.step.state_pair(row, pair);
+            let h_new = if self.step.is_active(row) {
+                let z = load_pair(self.z, self.step.own_rows_index(index));
+                blend(z, tanh_lanes(lanes16(n)), h)
+            } else {
+                h
+            };
+            write_pair(self.h_next, index, h_new);
+        }
+    }
 }
 
 /// LSTM, first half: gates i and f, stored (after the sigmoid) for the second half.
@@ -197,6 +343,18 @@ impl TileEpilogue<2> for LstmInputForget<'_> {
         unsafe {
             self.input_gate.write(index, sigmoid(i));
             self.forget_gate.write(index, sigmoid(f));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn finish_pair(&self, row: usize, pair: usize, [i, f]: [PairVector; 2]) {
+        let index = row * self.step.panels + 2 * pair;
+        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
+        // row to itself (see `finish_pair`).
+        unsafe {
+            write_pair(self.input_gate, index, sigmoid_lanes(lanes16(i)));
+            write_pair(self.forget_gate, index, sigmoid_lanes(lanes16(f)));
         }
     }
 }
@@ -246,6 +404,30 @@ impl TileEpilogue<2> for LstmCell<'_> {
         unsafe {
             self.c.write(index, c_new);
             self.h_next.write(index, sigmoid(o) * tanh(c_new));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn finish_pair(&self, row: usize, pair: usize, [g, o]: [PairVector; 2]) {
+        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
+        // row to itself, in these buffers too (see `finish_pair`).
+        unsafe {
+            let (index, h) = self.step.state_pair(row, pair);
+            if !self.step.is_active(row) {
+                write_pair(self.h_next, index, h);
+                return;
+            }
+            let i = load_pair(self.input_gate.read(index..index + 2), 0);
+            let f = load_pair(self.forget_gate.read(index..index + 2), 0);
+            let c = load_pair(self.c.read(index..index + 2), 0);
+            let c_new = f.mul_add(c, i * tanh_lanes(lanes16(g)));
+            write_pair(self.c, index, c_new);
+            write_pair(
+                self.h_next,
+                index,
+                sigmoid_lanes(lanes16(o)) * tanh_lanes(c_new),
+            );
         }
     }
 }

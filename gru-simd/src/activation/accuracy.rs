@@ -159,7 +159,8 @@ fn push_limited<T>(v: &mut Vec<T>, item: T) {
 }
 
 impl Report {
-    fn new(activation: Activation) -> Self {
+    /// An empty report for `activation`.
+    pub(crate) fn new(activation: Activation) -> Self {
         Report {
             activation,
             inputs: 0,
@@ -176,7 +177,7 @@ impl Report {
     }
 
     /// Records one input and its computed output (ordered sweeps call this in increasing `x`).
-    fn record(&mut self, x: f32, y: f32) {
+    pub(crate) fn record(&mut self, x: f32, y: f32) {
         self.inputs += 1;
         let (lo, hi) = self.activation.range();
         if x.is_nan() {

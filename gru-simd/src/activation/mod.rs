@@ -1,6 +1,10 @@
 //! Vectorized logistic sigmoid and hyperbolic tangent on [`f32x8`], branch-free, for the gate
 //! epilogues of every kernel.
 //!
+//! The algorithm is written once over a small trait of lane vectors, implemented for
+//! [`f32x8`] and, on x86-64, for 16-lane AVX-512 registers (`avx512.rs`, used by the 16-lane
+//! tiles' epilogues): every width does the same operations on each lane in the same order.
+//!
 //! # Method
 //!
 //! Both functions are built on one exponential:
@@ -36,7 +40,8 @@
 //! rounded to f32 (see the README for the figures of the current build). Guaranteed by tests:
 //! at most 2 ulp in the x86-64-v3 build (AVX2 + FMA) and 4 ulp in a build without target
 //! features (where `mul_add` rounds twice), exact special values, outputs in `[0, 1]` and
-//! `[−1, 1]`, monotone.
+//! `[−1, 1]`, monotone; the 16-lane form bit for bit the 8-lane one in a build with FMA (and
+//! within the FMA build's bounds otherwise, since its `mul_add` is always fused).
 //!
 //! ```
 //! use gru_simd::activation::{sigmoid, sigmoid_slice, tanh};
@@ -51,6 +56,10 @@
 //! ```
 
 pub mod accuracy;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
+use std::ops::{Add, BitAnd, BitOr, BitXor, Div, Mul, Sub};
 
 use wide::{f32x8, i32x8};
 
@@ -84,50 +93,125 @@ const TANH_P: [f32; 5] = [
     -0.006_279_393_6,
 ];
 
+/// A vector of f32 lanes, as the activations need it: the one algorithm is written once over
+/// this trait, so that every width computes each lane with the same operations in the same
+/// order (bit for bit the same results wherever both widths fuse `mul_add`).
+pub(crate) trait Lanes:
+    Copy
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + BitAnd<Output = Self>
+    + BitOr<Output = Self>
+    + BitXor<Output = Self>
+{
+    /// Every lane `value`, in the width of `self` (a method, so that only code that already
+    /// holds a vector of some width can make another).
+    fn splat(self, value: f32) -> Self;
+    /// `self · b + c`, fused where the build has FMA.
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// `c − self · b`, fused where the build has FMA.
+    fn mul_neg_add(self, b: Self, c: Self) -> Self;
+    /// `minps`: `other` wherever either lane is NaN.
+    fn fast_min(self, other: Self) -> Self;
+    /// `maxps`: `other` wherever either lane is NaN.
+    fn fast_max(self, other: Self) -> Self;
+    /// `if_less` where `self < bound`, else `otherwise` (NaN compares false).
+    fn select_less(self, bound: Self, if_less: Self, otherwise: Self) -> Self;
+    /// Each lane's bits as an `i32`, shifted left by 23, as bits of an f32: the low bits of a
+    /// biased exponent moved into the exponent field.
+    fn shift_into_exponent(self) -> Self;
+}
+
+impl Lanes for f32x8 {
+    #[inline(always)]
+    fn splat(self, value: f32) -> Self {
+        f32x8::splat(value)
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        f32x8::mul_add(self, b, c)
+    }
+    #[inline(always)]
+    fn mul_neg_add(self, b: Self, c: Self) -> Self {
+        f32x8::mul_neg_add(self, b, c)
+    }
+    #[inline(always)]
+    fn fast_min(self, other: Self) -> Self {
+        f32x8::fast_min(self, other)
+    }
+    #[inline(always)]
+    fn fast_max(self, other: Self) -> Self {
+        f32x8::fast_max(self, other)
+    }
+    #[inline(always)]
+    fn select_less(self, bound: Self, if_less: Self, otherwise: Self) -> Self {
+        self.simd_lt(bound).select(if_less, otherwise)
+    }
+    #[inline(always)]
+    fn shift_into_exponent(self) -> Self {
+        let bits: i32x8 = wide::bytemuck::cast(self);
+        wide::bytemuck::cast(bits << 23)
+    }
+}
+
 /// Horner's scheme: `c[0] + x·(c[1] + x·(…))`.
 #[inline(always)]
-fn polynomial(x: f32x8, coefficients: &[f32]) -> f32x8 {
+fn polynomial<V: Lanes>(x: V, coefficients: &[f32]) -> V {
     let (last, rest) = coefficients.split_last().expect("at least one coefficient");
-    rest.iter().rev().fold(f32x8::splat(*last), |acc, &c| {
-        acc.mul_add(x, f32x8::splat(c))
-    })
+    rest.iter()
+        .rev()
+        .fold(x.splat(*last), |acc, &c| acc.mul_add(x, x.splat(c)))
 }
 
 /// `e^u` for `u ∈ [−87.33, 89]` (callers clamp): `k ∈ [−126, 128]`, where `k = 128` gives
 /// `2^k = +∞`.
 #[inline(always)]
-fn exp_bounded(u: f32x8) -> f32x8 {
-    let k_biased = u.mul_add(
-        f32x8::splat(std::f32::consts::LOG2_E),
-        f32x8::splat(ROUND_AND_BIAS),
-    );
-    let k = k_biased - f32x8::splat(ROUND_AND_BIAS);
-    let r = k.mul_neg_add(f32x8::splat(LN2_HI), u);
-    let r = k.mul_neg_add(f32x8::splat(LN2_LO), r);
+fn exp_bounded<V: Lanes>(u: V) -> V {
+    let k_biased = u.mul_add(u.splat(std::f32::consts::LOG2_E), u.splat(ROUND_AND_BIAS));
+    let k = k_biased - u.splat(ROUND_AND_BIAS);
+    let r = k.mul_neg_add(u.splat(LN2_HI), u);
+    let r = k.mul_neg_add(u.splat(LN2_LO), r);
     let expm1_r = (r * r).mul_add(polynomial(r, &EXP_Q), r);
-    let exponent: i32x8 = wide::bytemuck::cast(k_biased);
-    let two_to_k: f32x8 = wide::bytemuck::cast(exponent << 23);
-    (expm1_r + f32x8::ONE) * two_to_k
+    (expm1_r + u.splat(1.0)) * k_biased.shift_into_exponent()
+}
+
+/// [`sigmoid`] in any width.
+#[inline(always)]
+pub(crate) fn sigmoid_lanes<V: Lanes>(x: V) -> V {
+    let one = x.splat(1.0);
+    let minus_x = x ^ x.splat(-0.0);
+    // Operand order matters: a NaN `x` must be the second operand of both clamps.
+    let arg = x
+        .splat(SIGMOID_ARG_MAX)
+        .fast_min(x.splat(SIGMOID_ARG_MIN).fast_max(minus_x));
+    one / (one + exp_bounded(arg))
+}
+
+/// [`tanh`] in any width.
+#[inline(always)]
+pub(crate) fn tanh_lanes<V: Lanes>(x: V) -> V {
+    let one = x.splat(1.0);
+    let sign = x & x.splat(-0.0);
+    let a = x & x.splat(f32::from_bits(0x7fff_ffff));
+    let s = a * a;
+    let small = (a * s).mul_add(polynomial(s, &TANH_P), a);
+    let e = exp_bounded(x.splat(TANH_TWICE_ARG_MAX).fast_min(a + a));
+    let large = one - x.splat(2.0) / (one + e);
+    a.select_less(x.splat(TANH_SWITCH), small, large) | sign
 }
 
 /// The logistic sigmoid `1 / (1 + e^−x)` of eight lanes. See the [module docs](self).
 #[inline(always)]
 pub fn sigmoid(x: f32x8) -> f32x8 {
-    // Operand order matters: a NaN `x` must be the second operand of both clamps.
-    let arg = f32x8::splat(SIGMOID_ARG_MAX).fast_min(f32x8::splat(SIGMOID_ARG_MIN).fast_max(-x));
-    f32x8::ONE / (f32x8::ONE + exp_bounded(arg))
+    sigmoid_lanes(x)
 }
 
 /// The hyperbolic tangent of eight lanes. See the [module docs](self).
 #[inline(always)]
 pub fn tanh(x: f32x8) -> f32x8 {
-    let a = x.abs();
-    let s = a * a;
-    let small = (a * s).mul_add(polynomial(s, &TANH_P), a);
-    let e = exp_bounded(f32x8::splat(TANH_TWICE_ARG_MAX).fast_min(a + a));
-    let large = f32x8::ONE - f32x8::splat(2.0) / (f32x8::ONE + e);
-    let magnitude = a.simd_lt(f32x8::splat(TANH_SWITCH)).select(small, large);
-    magnitude | (x & f32x8::splat(-0.0))
+    tanh_lanes(x)
 }
 
 /// Applies `f` to every element of `xs` in place, eight at a time; the tail goes through a

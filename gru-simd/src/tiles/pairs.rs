@@ -180,6 +180,12 @@ unsafe fn pair_tile<const G: usize, const MR: usize, const NP: usize, E: TileEpi
     };
     for m in 0..MR {
         for j in 0..NP {
+            let [low, high] = [2 * pairs[j], 2 * pairs[j] + 1];
+            if panels.contains(&low) && panels.contains(&high) {
+                // SAFETY: the caller has this row and both panels to itself; AVX-512F as above.
+                unsafe { epilogue.finish_pair(rows[m], pairs[j], acc[m][j]) };
+                continue;
+            }
             let mut halves = [[zero; G]; 2];
             for g in 0..G {
                 // SAFETY: as above.
