@@ -678,12 +678,13 @@ impl DirectionRun<'_> {
                 let n = chunk_len.min(steps - s0);
                 let rows = balance.part(worker);
                 let clock = BusyClock::start();
-                self.fill_chunk(&mut chunk, &rows, s0, n);
+                let in_place = self.inputs_in_place(&rows, s0, n);
+                self.fill_chunk(&mut chunk, &rows, s0, n, in_place.is_none());
                 // SAFETY: these chunk buffers are this worker's alone (it holds their lock).
                 unsafe {
                     project(
                         layer,
-                        &chunk.gathered,
+                        in_place.unwrap_or(&chunk.gathered),
                         input_size,
                         &chunk.projection,
                         0..n * rows.len(),
@@ -743,8 +744,10 @@ impl DirectionRun<'_> {
         let (shared, earlier_steps) = (&split.split, split.steps);
         for s0 in (0..steps).step_by(chunk_len) {
             let n = chunk_len.min(steps - s0);
-            self.fill_chunk(chunk, &(0..batch), s0, n);
+            let in_place = self.inputs_in_place(&(0..batch), s0, n);
+            self.fill_chunk(chunk, &(0..batch), s0, n, in_place.is_none());
             let chunk = &*chunk;
+            let inputs = in_place.unwrap_or(&chunk.gathered);
             self.workers.run(&|worker, barrier| {
                 let mut split = shared.copy(worker);
                 // SAFETY: the workers' copies of the split are alike (each rebalances its own
@@ -753,7 +756,7 @@ impl DirectionRun<'_> {
                 unsafe {
                     project(
                         layer,
-                        &chunk.gathered,
+                        inputs,
                         input_size,
                         &chunk.projection,
                         0..n * batch,
@@ -863,25 +866,56 @@ impl DirectionRun<'_> {
         sync();
     }
 
-    /// Fills `chunk` with steps `s0..s0 + n` of `rows`, in step order: their inputs (zeros past
-    /// a row's length), whether each is active, and room for their projection. One projection
+    /// The inputs of steps `s0..s0 + n` of `rows` as one slice of the source, in the order
+    /// [`Self::fill_chunk`] gathers them, when they lie there so already: a forward direction
+    /// over every row of a time-major input (or over a single row), each row inside its
+    /// length for the whole chunk (past it the caller's data are unused, and the gathered
+    /// zeros are cheaper to project than whatever they hold). The projection then reads the
+    /// caller's input itself, without a copy by the caller's thread while the other workers
+    /// wait: B = 64, I = H = 1024, T = 50, 2 threads (13 MB per call), 6 alternating rounds:
+    /// GRU 0.988× the time (4 of 6 rounds faster).
+    fn inputs_in_place(&self, rows: &Range<usize>, s0: usize, n: usize) -> Option<&[f32]> {
+        let batch = self.input.batch;
+        let in_order = self.direction == Direction::Forward
+            && *rows == (0..batch)
+            && (!self.source_layout.batch_first || batch == 1);
+        let all_active = rows.clone().all(|b| s0 + n <= self.input.valid_len(b));
+        (in_order && all_active).then(|| {
+            let (width, first) = (self.source_width, self.source_layout.row(s0, 0));
+            &self.source[first * width..(first + n * rows.len()) * width]
+        })
+    }
+
+    /// Fills `chunk` for steps `s0..s0 + n` of `rows`, in step order: whether each is active,
+    /// room for their projection, and, unless `gather` is false (the inputs are used in place,
+    /// [`Self::inputs_in_place`]), their inputs (zeros past a row's length). One projection
     /// then serves batch-first inputs, reverse directions and ragged lengths alike.
-    fn fill_chunk(&self, chunk: &mut ChunkBuffers, rows: &Range<usize>, s0: usize, n: usize) {
+    fn fill_chunk(
+        &self,
+        chunk: &mut ChunkBuffers,
+        rows: &Range<usize>,
+        s0: usize,
+        n: usize,
+        gather: bool,
+    ) {
         let width = self.source_width;
         let count = rows.len();
-        chunk.gathered.clear();
-        chunk.gathered.resize(n * count * width, 0.0);
         chunk.active.clear();
-        for (slot, row) in chunk.gathered.chunks_exact_mut(width.max(1)).enumerate() {
-            let (s, b) = (s0 + slot / count, rows.start + slot % count);
-            let active = s < self.input.valid_len(b);
-            chunk.active.push(active);
-            if active {
-                let source_row = self.source_layout.row(self.time_of(s, b), b);
-                row.copy_from_slice(&self.source[source_row * width..(source_row + 1) * width]);
+        chunk.active.extend(
+            (0..n * count)
+                .map(|slot| s0 + slot / count < self.input.valid_len(rows.start + slot % count)),
+        );
+        if gather {
+            chunk.gathered.clear();
+            chunk.gathered.resize(n * count * width, 0.0);
+            for (slot, row) in chunk.gathered.chunks_exact_mut(width.max(1)).enumerate() {
+                let (s, b) = (s0 + slot / count, rows.start + slot % count);
+                if chunk.active[slot] {
+                    let source_row = self.source_layout.row(self.time_of(s, b), b);
+                    row.copy_from_slice(&self.source[source_row * width..(source_row + 1) * width]);
+                }
             }
         }
-        chunk.active.resize(n * count, false);
         let vectors = n * count * self.layer.gates() * self.layer.panels();
         if chunk.projection.len() < vectors {
             chunk.projection = SharedVectors::zeros(vectors);
