@@ -13,7 +13,7 @@ use wide::f32x8;
 
 #[cfg(target_arch = "x86_64")]
 use crate::activation::avx512::F32x16;
-use crate::activation::{Lanes, sigmoid, sigmoid_lanes, tanh, tanh_lanes};
+use crate::activation::{Lanes, sigmoid_lanes, tanh_lanes};
 #[cfg(target_arch = "x86_64")]
 use crate::microkernel::avx512::{PairVector, join, split};
 use crate::threading::SharedVectors;
@@ -60,40 +60,134 @@ pub trait TileEpilogue<const G: usize>: Sync {
     }
 }
 
-/// `v` as 16 lanes.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn lanes16(v: PairVector) -> F32x16 {
-    // SAFETY: the caller's contract.
-    unsafe { F32x16::new(v) }
+/// One tile column as an epilogue sees it: where its vectors are and how wide its lanes are.
+/// A [`Panel`] of 8 units in an [`f32x8`], or, for the 16-lane tiles, a [`Pair`] of panels in
+/// one AVX-512 register. Each cell's math is written once over it, so both widths do the same
+/// operations on every lane.
+trait Column: Copy {
+    /// The lanes of one gate of the column.
+    type Lanes: Lanes;
+    /// Vectors of a buffer the column spans in one row.
+    const VECTORS: usize;
+    /// The column's first vector of `row` in buffers of `panels` vectors per row.
+    fn index(self, row: usize, panels: usize) -> usize;
+    /// The column's lanes from `vectors[index..index + VECTORS]`.
+    fn load(self, vectors: &[f32x8], index: usize) -> Self::Lanes;
+    /// The column's projected input of `gate` in `row`.
+    fn projected(self, step: &StepInputs<'_>, row: usize, gate: usize) -> Self::Lanes;
+    /// Writes `value` to `dest[index..index + VECTORS]`.
+    ///
+    /// # Safety
+    /// As [`SharedVectors::write`], for those indices.
+    unsafe fn store(self, dest: &SharedVectors, index: usize, value: Self::Lanes);
+
+    /// The column's lanes from the shared `vectors` at `index`.
+    ///
+    /// # Safety
+    /// As [`SharedVectors::read`], for `index..index + VECTORS`.
+    #[inline(always)]
+    unsafe fn read(self, vectors: &SharedVectors, index: usize) -> Self::Lanes {
+        // SAFETY: the caller's contract.
+        self.load(unsafe { vectors.read(index..index + Self::VECTORS) }, 0)
+    }
 }
 
-/// Vectors `index` and `index + 1` of `vectors` as 16 lanes.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn load_pair(vectors: &[f32x8], index: usize) -> F32x16 {
-    // SAFETY: the caller's contract.
-    unsafe { lanes16(join(vectors[index], vectors[index + 1])) }
+/// A panel: the column of the 8-lane tiles.
+#[derive(Clone, Copy)]
+struct Panel(usize);
+
+impl Column for Panel {
+    type Lanes = f32x8;
+    const VECTORS: usize = 1;
+
+    #[inline(always)]
+    fn index(self, row: usize, panels: usize) -> usize {
+        row * panels + self.0
+    }
+
+    #[inline(always)]
+    fn load(self, vectors: &[f32x8], index: usize) -> f32x8 {
+        vectors[index]
+    }
+
+    #[inline(always)]
+    fn projected(self, step: &StepInputs<'_>, row: usize, gate: usize) -> f32x8 {
+        step.projected(row, self.0, gate)
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, dest: &SharedVectors, index: usize, value: f32x8) {
+        // SAFETY: the caller's contract.
+        unsafe { dest.write(index, value) };
+    }
 }
 
-/// Writes the halves of `value` at `index` and `index + 1`.
-///
-/// # Safety
-/// As [`SharedVectors::write`] for both indices; and the CPU supports AVX-512F.
+/// A pair of panels, `2·q` in the low lanes and `2·q + 1` in the high ones: the column of the
+/// 16-lane tiles. Made only on a CPU with AVX-512F ([`Pair::new`]), which is what makes its
+/// intrinsics sound.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn write_pair(dest: &SharedVectors, index: usize, value: F32x16) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        let [low, high] = split(value.get());
-        dest.write(index, low);
-        dest.write(index + 1, high);
+#[derive(Clone, Copy)]
+struct Pair(usize);
+
+#[cfg(target_arch = "x86_64")]
+impl Pair {
+    /// Pair `q`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[inline(always)]
+    unsafe fn new(q: usize) -> Self {
+        Self(q)
+    }
+
+    /// `acc` as 16-lane vectors.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    fn lanes<const G: usize>(self, acc: [PairVector; G]) -> [F32x16; G] {
+        // SAFETY: a `Pair` exists only on a CPU with AVX-512F (see `new`).
+        let mut lanes = [unsafe { F32x16::new(acc[0]) }; G];
+        for g in 1..G {
+            // SAFETY: as above.
+            lanes[g] = unsafe { F32x16::new(acc[g]) };
+        }
+        lanes
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Column for Pair {
+    type Lanes = F32x16;
+    const VECTORS: usize = 2;
+
+    #[inline(always)]
+    fn index(self, row: usize, panels: usize) -> usize {
+        row * panels + 2 * self.0
+    }
+
+    #[inline(always)]
+    fn load(self, vectors: &[f32x8], index: usize) -> F32x16 {
+        // SAFETY: a `Pair` exists only on a CPU with AVX-512F (see `new`).
+        unsafe { F32x16::new(join(vectors[index], vectors[index + 1])) }
+    }
+
+    #[inline(always)]
+    fn projected(self, step: &StepInputs<'_>, row: usize, gate: usize) -> F32x16 {
+        let (low, high) = (
+            step.projected(row, 2 * self.0, gate),
+            step.projected(row, 2 * self.0 + 1, gate),
+        );
+        // SAFETY: as above.
+        unsafe { F32x16::new(join(low, high)) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, dest: &SharedVectors, index: usize, value: F32x16) {
+        // SAFETY: AVX-512F as above; the writes are the caller's to make.
+        unsafe {
+            let [low, high] = split(value.get());
+            dest.write(index, low);
+            dest.write(index + 1, high);
+        }
     }
 }
 
@@ -128,46 +222,17 @@ impl StepInputs<'_> {
         self.active[row - self.first_row]
     }
 
-    /// The index of (`row`, `panel`) in the buffers that hold every row, and its state.
+    /// The index of (`row`, `column`) in the buffers that hold every row, and its state.
     #[inline(always)]
-    fn state(&self, row: usize, panel: usize) -> (usize, f32x8) {
-        let index = row * self.panels + panel;
-        (index, self.h_prev[self.own_rows_index(index)])
+    fn state<C: Column>(&self, row: usize, column: C) -> (usize, C::Lanes) {
+        let index = column.index(row, self.panels);
+        (index, column.load(self.h_prev, self.own_rows_index(index)))
     }
 
     /// `index` (in the buffers that hold every row) in a buffer of rows `first_row..`.
     #[inline(always)]
     fn own_rows_index(&self, index: usize) -> usize {
         index - self.first_row * self.panels
-    }
-
-    /// [`Self::projected`] for both panels of `pair`.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn projected_pair(&self, row: usize, pair: usize, gate: usize) -> F32x16 {
-        let (low, high) = (
-            self.projected(row, 2 * pair, gate),
-            self.projected(row, 2 * pair + 1, gate),
-        );
-        // SAFETY: the caller's contract.
-        unsafe { lanes16(join(low, high)) }
-    }
-
-    /// [`Self::state`] for both panels of `pair`: the low panel's index.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn state_pair(&self, row: usize, pair: usize) -> (usize, F32x16) {
-        let index = row * self.panels + 2 * pair;
-        // SAFETY: the caller's contract.
-        (index, unsafe {
-            load_pair(self.h_prev, self.own_rows_index(index))
-        })
     }
 }
 
@@ -187,6 +252,26 @@ pub struct GruResetAfter<'a> {
     pub h_next: &'a SharedVectors,
 }
 
+impl GruResetAfter<'_> {
+    /// [`TileEpilogue::finish`] for either width of column.
+    ///
+    /// # Safety
+    /// As [`TileEpilogue::finish`], for the column's panels.
+    #[inline(always)]
+    unsafe fn finish_column<C: Column>(&self, row: usize, column: C, [r, z, hn]: [C::Lanes; 3]) {
+        let (index, h) = self.step.state(row, column);
+        let h_new = if self.step.is_active(row) {
+            let x_n = column.projected(&self.step, row, 2);
+            let n = tanh_lanes(sigmoid_lanes(r).mul_add(hn, x_n));
+            blend(sigmoid_lanes(z), n, h)
+        } else {
+            h
+        };
+        // SAFETY: the caller has (row, column) to itself.
+        unsafe { column.store(self.h_next, index, h_new) };
+    }
+}
+
 impl TileEpilogue<3> for GruResetAfter<'_> {
     #[inline(always)]
     fn init(&self, row: usize, panel: usize) -> [f32x8; 3] {
@@ -198,33 +283,18 @@ impl TileEpilogue<3> for GruResetAfter<'_> {
     }
 
     #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, [r, z, hn]: [f32x8; 3]) {
-        let (index, h) = self.step.state(row, panel);
-        let h_new = if self.step.is_active(row) {
-            let n = tanh(sigmoid(r).mul_add(hn, self.step.projected(row, panel, 2)));
-            blend(sigmoid(z), n, h)
-        } else {
-            h
-        };
-        // SAFETY: the caller has (row, panel) to itself (see `finish`).
-        unsafe { self.h_next.write(index, h_new) };
+    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 3]) {
+        // SAFETY: the caller's contract.
+        unsafe { self.finish_column(row, Panel(panel), acc) };
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, [r, z, hn]: [PairVector; 3]) {
-        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
-        // row to itself (see `finish_pair`).
+    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 3]) {
+        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
         unsafe {
-            let (index, h) = self.step.state_pair(row, pair);
-            let h_new = if self.step.is_active(row) {
-                let x_n = self.step.projected_pair(row, pair, 2);
-                let n = tanh_lanes(sigmoid_lanes(lanes16(r)).mul_add(lanes16(hn), x_n));
-                blend(sigmoid_lanes(lanes16(z)), n, h)
-            } else {
-                h
-            };
-            write_pair(self.h_next, index, h_new);
+            let pair = Pair::new(pair);
+            self.finish_column(row, pair, pair.lanes(acc));
         }
     }
 }
@@ -239,6 +309,22 @@ pub struct GruResetBeforeGates<'a> {
     pub reset_state: &'a SharedVectors,
 }
 
+impl GruResetBeforeGates<'_> {
+    /// [`TileEpilogue::finish`] for either width of column.
+    ///
+    /// # Safety
+    /// As [`TileEpilogue::finish`], for the column's panels.
+    #[inline(always)]
+    unsafe fn finish_column<C: Column>(&self, row: usize, column: C, [r, z]: [C::Lanes; 2]) {
+        let (index, h) = self.step.state(row, column);
+        // SAFETY: the caller has (row, column) to itself.
+        unsafe {
+            column.store(self.z, index, sigmoid_lanes(z));
+            column.store(self.reset_state, index, sigmoid_lanes(r) * h);
+        }
+    }
+}
+
 impl TileEpilogue<2> for GruResetBeforeGates<'_> {
     #[inline(always)]
     fn init(&self, row: usize, panel: usize) -> [f32x8; 2] {
@@ -249,24 +335,18 @@ impl TileEpilogue<2> for GruResetBeforeGates<'_> {
     }
 
     #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, [r, z]: [f32x8; 2]) {
-        let (index, h) = self.step.state(row, panel);
-        // SAFETY: the caller has (row, panel) to itself (see `finish`).
-        unsafe {
-            self.z.write(index, sigmoid(z));
-            self.reset_state.write(index, sigmoid(r) * h);
-        }
+    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 2]) {
+        // SAFETY: the caller's contract.
+        unsafe { self.finish_column(row, Panel(panel), acc) };
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, [r, z]: [PairVector; 2]) {
-        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
-        // row to itself (see `finish_pair`).
+    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 2]) {
+        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
         unsafe {
-            let (index, h) = self.step.state_pair(row, pair);
-            write_pair(self.z, index, sigmoid_lanes(lanes16(z)));
-            write_pair(self.reset_state, index, sigmoid_lanes(lanes16(r)) * h);
+            let pair = Pair::new(pair);
+            self.finish_column(row, pair, pair.lanes(acc));
         }
     }
 }
@@ -281,6 +361,25 @@ pub struct GruResetBeforeCandidate<'a> {
     pub h_next: &'a SharedVectors,
 }
 
+impl GruResetBeforeCandidate<'_> {
+    /// [`TileEpilogue::finish`] for either width of column.
+    ///
+    /// # Safety
+    /// As [`TileEpilogue::finish`], for the column's panels.
+    #[inline(always)]
+    unsafe fn finish_column<C: Column>(&self, row: usize, column: C, [n]: [C::Lanes; 1]) {
+        let (index, h) = self.step.state(row, column);
+        let h_new = if self.step.is_active(row) {
+            let z = column.load(self.z, self.step.own_rows_index(index));
+            blend(z, tanh_lanes(n), h)
+        } else {
+            h
+        };
+        // SAFETY: the caller has (row, column) to itself.
+        unsafe { column.store(self.h_next, index, h_new) };
+    }
+}
+
 impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
     #[inline(always)]
     fn init(&self, row: usize, panel: usize) -> [f32x8; 1] {
@@ -288,31 +387,18 @@ impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
     }
 
     #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, [n]: [f32x8; 1]) {
-        let (index, h) = self.step.state(row, panel);
-        let h_new = if self.step.is_active(row) {
-            blend(self.z[self.step.own_rows_index(index)], tanh(n), h)
-        } else {
-            h
-        };
-        // SAFETY: the caller has (row, panel) to itself (see `finish`).
-        unsafe { self.h_next.write(index, h_new) };
+    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 1]) {
+        // SAFETY: the caller's contract.
+        unsafe { self.finish_column(row, Panel(panel), acc) };
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, [n]: [PairVector; 1]) {
-        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
-        // row to itself (see `finish_pair`).
+    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 1]) {
+        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
         unsafe {
-            let (index, h) = self.step.state_pair(row, pair);
-            let h_new = if self.step.is_active(row) {
-                let z = load_pair(self.z, self.step.own_rows_index(index));
-                blend(z, tanh_lanes(lanes16(n)), h)
-            } else {
-                h
-            };
-            write_pair(self.h_next, index, h_new);
+            let pair = Pair::new(pair);
+            self.finish_column(row, pair, pair.lanes(acc));
         }
     }
 }
@@ -327,6 +413,22 @@ pub struct LstmInputForget<'a> {
     pub forget_gate: &'a SharedVectors,
 }
 
+impl LstmInputForget<'_> {
+    /// [`TileEpilogue::finish`] for either width of column.
+    ///
+    /// # Safety
+    /// As [`TileEpilogue::finish`], for the column's panels.
+    #[inline(always)]
+    unsafe fn finish_column<C: Column>(&self, row: usize, column: C, [i, f]: [C::Lanes; 2]) {
+        let index = column.index(row, self.step.panels);
+        // SAFETY: the caller has (row, column) to itself.
+        unsafe {
+            column.store(self.input_gate, index, sigmoid_lanes(i));
+            column.store(self.forget_gate, index, sigmoid_lanes(f));
+        }
+    }
+}
+
 impl TileEpilogue<2> for LstmInputForget<'_> {
     #[inline(always)]
     fn init(&self, row: usize, panel: usize) -> [f32x8; 2] {
@@ -337,24 +439,18 @@ impl TileEpilogue<2> for LstmInputForget<'_> {
     }
 
     #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, [i, f]: [f32x8; 2]) {
-        let index = row * self.step.panels + panel;
-        // SAFETY: the caller has (row, panel) to itself (see `finish`).
-        unsafe {
-            self.input_gate.write(index, sigmoid(i));
-            self.forget_gate.write(index, sigmoid(f));
-        }
+    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 2]) {
+        // SAFETY: the caller's contract.
+        unsafe { self.finish_column(row, Panel(panel), acc) };
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, [i, f]: [PairVector; 2]) {
-        let index = row * self.step.panels + 2 * pair;
-        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
-        // row to itself (see `finish_pair`).
+    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 2]) {
+        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
         unsafe {
-            write_pair(self.input_gate, index, sigmoid_lanes(lanes16(i)));
-            write_pair(self.forget_gate, index, sigmoid_lanes(lanes16(f)));
+            let pair = Pair::new(pair);
+            self.finish_column(row, pair, pair.lanes(acc));
         }
     }
 }
@@ -374,6 +470,29 @@ pub struct LstmCell<'a> {
     pub h_next: &'a SharedVectors,
 }
 
+impl LstmCell<'_> {
+    /// [`TileEpilogue::finish`] for either width of column.
+    ///
+    /// # Safety
+    /// As [`TileEpilogue::finish`], for the column's panels.
+    #[inline(always)]
+    unsafe fn finish_column<C: Column>(&self, row: usize, column: C, [g, o]: [C::Lanes; 2]) {
+        let (index, h) = self.step.state(row, column);
+        // SAFETY: the caller has (row, column) to itself, in these buffers too.
+        unsafe {
+            if !self.step.is_active(row) {
+                column.store(self.h_next, index, h);
+                return;
+            }
+            let i = column.read(self.input_gate, index);
+            let f = column.read(self.forget_gate, index);
+            let c_new = f.mul_add(column.read(self.c, index), i * tanh_lanes(g));
+            column.store(self.c, index, c_new);
+            column.store(self.h_next, index, sigmoid_lanes(o) * tanh_lanes(c_new));
+        }
+    }
+}
+
 impl TileEpilogue<2> for LstmCell<'_> {
     #[inline(always)]
     fn init(&self, row: usize, panel: usize) -> [f32x8; 2] {
@@ -384,50 +503,18 @@ impl TileEpilogue<2> for LstmCell<'_> {
     }
 
     #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, [g, o]: [f32x8; 2]) {
-        let (index, h) = self.step.state(row, panel);
-        if !self.step.is_active(row) {
-            // SAFETY: the caller has (row, panel) to itself (see `finish`).
-            unsafe { self.h_next.write(index, h) };
-            return;
-        }
-        // SAFETY: the caller has (row, panel) to itself, in these three buffers too.
-        let (i, f, c) = unsafe {
-            (
-                self.input_gate.read(index..index + 1)[0],
-                self.forget_gate.read(index..index + 1)[0],
-                self.c.read(index..index + 1)[0],
-            )
-        };
-        let c_new = f.mul_add(c, i * tanh(g));
-        // SAFETY: as above.
-        unsafe {
-            self.c.write(index, c_new);
-            self.h_next.write(index, sigmoid(o) * tanh(c_new));
-        }
+    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 2]) {
+        // SAFETY: the caller's contract.
+        unsafe { self.finish_column(row, Panel(panel), acc) };
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, [g, o]: [PairVector; 2]) {
-        // SAFETY: the caller's CPU supports AVX-512F, and the caller has both panels of this
-        // row to itself, in these buffers too (see `finish_pair`).
+    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 2]) {
+        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
         unsafe {
-            let (index, h) = self.step.state_pair(row, pair);
-            if !self.step.is_active(row) {
-                write_pair(self.h_next, index, h);
-                return;
-            }
-            let i = load_pair(self.input_gate.read(index..index + 2), 0);
-            let f = load_pair(self.forget_gate.read(index..index + 2), 0);
-            let c = load_pair(self.c.read(index..index + 2), 0);
-            let c_new = f.mul_add(c, i * tanh_lanes(lanes16(g)));
-            write_pair(self.c, index, c_new);
-            write_pair(
-                self.h_next,
-                index,
-                sigmoid_lanes(lanes16(o)) * tanh_lanes(c_new),
-            );
+            let pair = Pair::new(pair);
+            self.finish_column(row, pair, pair.lanes(acc));
         }
     }
 }
