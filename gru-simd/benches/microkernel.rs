@@ -1,0 +1,95 @@
+//! The 16-lane AVX-512 microkernel alone, one thread, beside the FMA peak it is measured
+//! against, so that how close the tile's k loop comes to the peak is read off one run.
+//!
+//! - `fma_peak_512`: [`fma_chains`] with 512-bit FMAs, the peak `gru bench` reports;
+//! - `gru_tile_8x3/k{128,1024}`: the GRU's recurrent tile, 8 rows × 1 pair × 3 gates of
+//!   running sums (24 accumulators), over `k` steps of k: 128 (24 KiB of weights, in L1) and
+//!   1024 (192 KiB, in L2). Each call runs the tile over 8 blocks of 8 rows, as a batch of 64
+//!   does on one pair.
+//!
+//! Throughput is in FLOPs (`2·16·3·8·k` per tile). Nothing runs on a CPU without AVX-512F.
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64 {
+    use std::hint::black_box;
+
+    use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+    use gru_simd::microkernel::avx512::{PrefetchLines, accumulate_pair_tile, zero};
+    use gru_simd::packing::PanelLayout;
+    use gru_simd::simd_level::{FMA_CHAINS, fma_chains};
+    use wide::f32x8;
+
+    const GATES: usize = 3;
+    const ROWS: usize = 8;
+    const BLOCKS: usize = 8;
+
+    /// Every block's tile over `weights` (one pair, `k_len` rows of `2·GATES` vectors), all
+    /// accumulators handed to `black_box`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tiles(weights: &[f32x8], inputs: &[Vec<f32>], k_len: usize) -> f32 {
+        let mut sum = 0.0;
+        for block in inputs.chunks_exact(ROWS) {
+            let rows: [&[f32]; ROWS] = std::array::from_fn(|m| block[m].as_slice());
+            // SAFETY: AVX-512F (the caller's contract); the weights hold `k_len` rows of a pair
+            // and every input row `k_len` values.
+            let acc = unsafe {
+                accumulate_pair_tile::<GATES, ROWS, 1>(
+                    [[[zero(); GATES]; 1]; ROWS],
+                    rows,
+                    weights,
+                    [0],
+                    2 * GATES,
+                    k_len,
+                    PrefetchLines::NONE,
+                )
+            };
+            // Every accumulator used, or the compiler drops the products nobody reads.
+            let acc = black_box(acc);
+            // SAFETY: a `__m512` is 16 plain f32 lanes.
+            let lanes: [f32; 16] = unsafe { std::mem::transmute(acc[ROWS - 1][0][GATES - 1]) };
+            sum += lanes[0];
+        }
+        sum
+    }
+
+    fn microkernel(c: &mut Criterion) {
+        if !PanelLayout::Pairs.is_supported() {
+            eprintln!("no AVX-512F on this CPU: no 16-lane microkernel to measure");
+            return;
+        }
+        let mut group = c.benchmark_group("microkernel_avx512");
+        let rounds = 100_000u64;
+        group.throughput(Throughput::Elements(rounds * FMA_CHAINS as u64 * 16 * 2));
+        group.bench_function("fma_peak_512", |b| {
+            b.iter(|| fma_chains(PanelLayout::Pairs, black_box(rounds)))
+        });
+        for k_len in [128, 1024] {
+            let weights: Vec<f32x8> = (0..k_len * 2 * GATES)
+                .map(|i| f32x8::splat((i % 13) as f32 * 1e-3))
+                .collect();
+            let inputs: Vec<Vec<f32>> = (0..ROWS * BLOCKS)
+                .map(|r| (0..k_len).map(|k| ((r + k) % 7) as f32 * 0.1).collect())
+                .collect();
+            let flops = 2 * 16 * GATES * ROWS * BLOCKS * k_len;
+            group.throughput(Throughput::Elements(flops as u64));
+            group.bench_function(BenchmarkId::new("gru_tile_8x3", format!("k{k_len}")), |b| {
+                // SAFETY: the CPU supports AVX-512F, checked above.
+                b.iter(|| unsafe { tiles(black_box(&weights), black_box(&inputs), k_len) })
+            });
+        }
+        group.finish();
+    }
+
+    criterion_group!(benches, microkernel);
+}
+
+#[cfg(target_arch = "x86_64")]
+criterion::criterion_main!(x86_64::benches);
+
+#[cfg(not(target_arch = "x86_64"))]
+fn main() {
+    eprintln!("the 16-lane microkernel is x86-64 only");
+}
