@@ -191,6 +191,28 @@ impl Column for Pair {
     }
 }
 
+/// `finish` and `finish_pair` of a cell's epilogue of `$gates` gates, both through its
+/// `finish_column`, so that the cell's math is written once for both widths of column.
+macro_rules! finish_through_columns {
+    ($gates:literal) => {
+        #[inline(always)]
+        unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; $gates]) {
+            // SAFETY: the caller's contract.
+            unsafe { self.finish_column(row, Panel(panel), acc) };
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[inline(always)]
+        unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; $gates]) {
+            // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
+            unsafe {
+                let pair = Pair::new(pair);
+                self.finish_column(row, pair, pair.lanes(acc));
+            }
+        }
+    };
+}
+
 /// Buffers every epilogue of one step reads. Rows are `panels` vectors apart in the states
 /// and `gates·panels` apart in the projection. `h_prev`, `projection` and `active` hold only
 /// the rows from `first_row` on, the ones this step's caller works on; the buffers the
@@ -282,21 +304,7 @@ impl TileEpilogue<3> for GruResetAfter<'_> {
         ]
     }
 
-    #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 3]) {
-        // SAFETY: the caller's contract.
-        unsafe { self.finish_column(row, Panel(panel), acc) };
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 3]) {
-        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
-        unsafe {
-            let pair = Pair::new(pair);
-            self.finish_column(row, pair, pair.lanes(acc));
-        }
-    }
+    finish_through_columns!(3);
 }
 
 /// GRU, reset-before, first half: gates r and z; stores `z` and `r ⊙ h` for the second half.
@@ -334,21 +342,7 @@ impl TileEpilogue<2> for GruResetBeforeGates<'_> {
         ]
     }
 
-    #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 2]) {
-        // SAFETY: the caller's contract.
-        unsafe { self.finish_column(row, Panel(panel), acc) };
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 2]) {
-        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
-        unsafe {
-            let pair = Pair::new(pair);
-            self.finish_column(row, pair, pair.lanes(acc));
-        }
-    }
+    finish_through_columns!(2);
 }
 
 /// GRU, reset-before, second half: `n = tanh(x_n + W_hn (r ⊙ h) + b_hn)` and the blend.
@@ -386,21 +380,7 @@ impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
         [self.step.projected(row, panel, 2)]
     }
 
-    #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 1]) {
-        // SAFETY: the caller's contract.
-        unsafe { self.finish_column(row, Panel(panel), acc) };
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 1]) {
-        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
-        unsafe {
-            let pair = Pair::new(pair);
-            self.finish_column(row, pair, pair.lanes(acc));
-        }
-    }
+    finish_through_columns!(1);
 }
 
 /// LSTM, first half: gates i and f, stored (after the sigmoid) for the second half.
@@ -438,21 +418,7 @@ impl TileEpilogue<2> for LstmInputForget<'_> {
         ]
     }
 
-    #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 2]) {
-        // SAFETY: the caller's contract.
-        unsafe { self.finish_column(row, Panel(panel), acc) };
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 2]) {
-        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
-        unsafe {
-            let pair = Pair::new(pair);
-            self.finish_column(row, pair, pair.lanes(acc));
-        }
-    }
+    finish_through_columns!(2);
 }
 
 /// LSTM, second half: gates g and o; `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`, `c` updated
@@ -502,21 +468,7 @@ impl TileEpilogue<2> for LstmCell<'_> {
         ]
     }
 
-    #[inline(always)]
-    unsafe fn finish(&self, row: usize, panel: usize, acc: [f32x8; 2]) {
-        // SAFETY: the caller's contract.
-        unsafe { self.finish_column(row, Panel(panel), acc) };
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn finish_pair(&self, row: usize, pair: usize, acc: [PairVector; 2]) {
-        // SAFETY: the caller's CPU supports AVX-512F; the rest is the caller's contract.
-        unsafe {
-            let pair = Pair::new(pair);
-            self.finish_column(row, pair, pair.lanes(acc));
-        }
-    }
+    finish_through_columns!(2);
 }
 
 /// The input projection of `G` of a cell's gates, `first_gate..first_gate + G`: stores
