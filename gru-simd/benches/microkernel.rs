@@ -14,6 +14,7 @@ mod x86_64 {
     use std::hint::black_box;
 
     use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+    use gru_simd::microkernel::InputRows;
     use gru_simd::microkernel::avx512::{PrefetchLines, accumulate_pair_tile, zero};
     use gru_simd::packing::PanelLayout;
     use gru_simd::simd_level::{FMA_CHAINS, fma_chains};
@@ -29,10 +30,10 @@ mod x86_64 {
     /// # Safety
     /// The CPU supports AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tiles(weights: &[f32x8], inputs: &[Vec<f32>], k_len: usize) -> f32 {
+    unsafe fn tiles(weights: &[f32x8], inputs: &[f32], k_len: usize) -> f32 {
         let mut sum = 0.0;
-        for block in inputs.chunks_exact(ROWS) {
-            let rows: [&[f32]; ROWS] = std::array::from_fn(|m| block[m].as_slice());
+        for block in inputs.chunks_exact(ROWS * k_len) {
+            let rows = InputRows::<ROWS>::new(block, k_len, k_len);
             // SAFETY: AVX-512F (the caller's contract); the weights hold `k_len` rows of a pair
             // and every input row `k_len` values.
             let acc = unsafe {
@@ -70,8 +71,9 @@ mod x86_64 {
             let weights: Vec<f32x8> = (0..k_len * 2 * GATES)
                 .map(|i| f32x8::splat((i % 13) as f32 * 1e-3))
                 .collect();
-            let inputs: Vec<Vec<f32>> = (0..ROWS * BLOCKS)
-                .map(|r| (0..k_len).map(|k| ((r + k) % 7) as f32 * 0.1).collect())
+            // ROWS · BLOCKS rows of k_len, one after the other.
+            let inputs: Vec<f32> = (0..ROWS * BLOCKS * k_len)
+                .map(|i| ((i / k_len + i % k_len) % 7) as f32 * 0.1)
                 .collect();
             let flops = 2 * 16 * GATES * ROWS * BLOCKS * k_len;
             group.throughput(Throughput::Elements(flops as u64));

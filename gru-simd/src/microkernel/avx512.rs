@@ -23,7 +23,7 @@ use std::arch::x86_64::{
 
 use wide::f32x8;
 
-use super::SUM_BLOCK;
+use super::{InputRows, SUM_BLOCK};
 
 /// A register of 16 lanes: panel `2q`'s vector in the low half, `2q + 1`'s in the high half.
 pub type PairVector = __m512;
@@ -99,10 +99,30 @@ impl PrefetchLines {
 /// of B = 64 on one thread in `perf`).
 ///
 /// # Panics
-/// If an input row is shorter than `k_len` or a pair runs past the end of `weights`.
+/// If the input rows are shorter than `k_len` or a pair runs past the end of `weights`.
+#[inline(always)]
+pub unsafe fn accumulate_pair_tile<const G: usize, const MR: usize, const NP: usize>(
+    acc: [[[PairVector; G]; NP]; MR],
+    inputs: InputRows<'_, MR>,
+    weights: &[f32x8],
+    pair_starts: [usize; NP],
+    k_stride: usize,
+    k_len: usize,
+    prefetch: PrefetchLines,
+) -> [[[PairVector; G]; NP]; MR] {
+    // Through memory, as in the 8-lane kernel (see `accumulate_tile`).
+    let rows = std::hint::black_box(inputs.first(k_len));
+    // SAFETY: the caller's contract.
+    unsafe { accumulate_pair_rows(acc, rows, weights, pair_starts, k_stride, k_len, prefetch) }
+}
+
+/// [`accumulate_pair_tile`] over `rows`, each at least `k_len` long.
+///
+/// # Safety
+/// As [`accumulate_pair_tile`].
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-pub unsafe fn accumulate_pair_tile<const G: usize, const MR: usize, const NP: usize>(
+unsafe fn accumulate_pair_rows<const G: usize, const MR: usize, const NP: usize>(
     mut acc: [[[PairVector; G]; NP]; MR],
     inputs: [&[f32]; MR],
     weights: &[f32x8],
@@ -166,31 +186,31 @@ pub unsafe fn accumulate_pair_tile<const G: usize, const MR: usize, const NP: us
 #[inline(always)]
 pub unsafe fn accumulate_pair_tile_blocked<const G: usize, const MR: usize, const NP: usize>(
     mut acc: [[[PairVector; G]; NP]; MR],
-    inputs: [&[f32]; MR],
+    inputs: InputRows<'_, MR>,
     weights: &[f32x8],
     pair_starts: [usize; NP],
     k_stride: usize,
     k_len: usize,
     prefetch: PrefetchLines,
 ) -> [[[PairVector; G]; NP]; MR] {
+    assert!(k_len <= inputs.len(), "{k_len} inputs of {}", inputs.len());
     for k0 in (0..k_len).step_by(SUM_BLOCK) {
-        let mut block_inputs = inputs;
-        for (block_input, input) in block_inputs.iter_mut().zip(&inputs) {
-            *block_input = &input[k0..];
-        }
+        let block_len = SUM_BLOCK.min(k_len - k0);
+        // Not through memory: the rows of each block from the first and the stride.
+        let block_inputs = inputs.window(k0, block_len);
         let mut block_starts = pair_starts;
         for start in &mut block_starts {
             *start += k0 * k_stride;
         }
         // SAFETY: the caller's CPU supports AVX-512F, and it inlines this.
         let block = unsafe {
-            accumulate_pair_tile::<G, MR, NP>(
+            accumulate_pair_rows::<G, MR, NP>(
                 [[[zero(); G]; NP]; MR],
                 block_inputs,
                 weights,
                 block_starts,
                 k_stride,
-                SUM_BLOCK.min(k_len - k0),
+                block_len,
                 PrefetchLines {
                     from: prefetch.from.wrapping_add(k0 * 64),
                     count: prefetch.count.saturating_sub(k0).min(SUM_BLOCK),
@@ -250,15 +270,13 @@ mod tests {
         let weights: Vec<f32x8> = (0..(NP + 1) * (k_len.max(1) * k_stride + 2 * G))
             .map(|i| f32x8::from(std::array::from_fn(|u| lane_value(i * 8 + u))))
             .collect();
-        let inputs: Vec<Vec<f32>> = (0..MR)
-            .map(|m| {
-                (0..k_len + 3)
-                    .map(|k| ((m * 31 + k) as f32 * 0.11).cos())
-                    .collect()
-            })
+        // Rows longer than k_len, at a stride longer still.
+        let (row_len, row_stride) = (k_len + 3, k_len + 5);
+        let x: Vec<f32> = (0..MR * row_stride)
+            .map(|i| ((i / row_stride * 31 + i % row_stride) as f32 * 0.11).cos())
             .collect();
+        let rows = InputRows::<MR>::new(&x, row_stride, row_len);
         let starts: [usize; NP] = std::array::from_fn(|j| j * (k_len.max(1) * k_stride + 2 * G));
-        let rows: [&[f32]; MR] = std::array::from_fn(|m| inputs[m].as_slice());
         let start_value =
             |m: usize, j: usize, g: usize, lane: usize| (m + j + g + lane) as f32 * 0.5;
         // SAFETY: this function runs with AVX-512F (its caller's contract).
@@ -312,7 +330,7 @@ mod tests {
                             };
                             let want = scalar_lane(
                                 start_value(m, j, g, lane),
-                                &inputs[m][..k_len],
+                                &rows.row(m)[..k_len],
                                 weight,
                                 blocked,
                             );

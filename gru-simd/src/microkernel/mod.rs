@@ -20,14 +20,132 @@ use wide::f32x8;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 
+/// A tile's inputs: `MR` rows of `len` floats, row `m` starting at `m·stride` in one slice
+/// (consecutive rows of a batch, or of a chunk of steps).
+///
+/// One slice and a stride rather than `MR` slices, for the blocked kernels: given eight
+/// separate rows, the compiler kept their pointers on the stack across the blocks and reloaded
+/// each of them every k (`perf`, GRU, B = 64, I = H = 1024: the projection's k loop then took
+/// 1.27× the recurrent loop's time for the same FLOPs); taking each block's rows from the first
+/// and the stride ([`window`](Self::window)), it computes them in registers.
+#[derive(Clone, Copy, Debug)]
+pub struct InputRows<'a, const MR: usize> {
+    data: &'a [f32],
+    stride: usize,
+    len: usize,
+}
+
+impl<'a, const MR: usize> InputRows<'a, MR> {
+    /// Row `m` is `data[m·stride..][..len]`.
+    ///
+    /// # Panics
+    /// If `data` is shorter than `MR` such rows need.
+    ///
+    /// ```
+    /// use gru_simd::microkernel::InputRows;
+    /// let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    /// let rows = InputRows::<2>::new(&x, 3, 2); // [1, 2] and [4, 5]
+    /// assert_eq!(rows.row(1), &[4.0, 5.0]);
+    /// ```
+    #[inline(always)]
+    pub fn new(data: &'a [f32], stride: usize, len: usize) -> Self {
+        if MR > 0 && len > 0 {
+            let end = (MR - 1)
+                .checked_mul(stride)
+                .and_then(|last| last.checked_add(len))
+                .expect("the rows' span fits in usize");
+            assert!(
+                end <= data.len(),
+                "{MR} input rows of {len} at stride {stride} need {end} floats, not {}",
+                data.len()
+            );
+        }
+        Self { data, stride, len }
+    }
+
+    /// Floats per row.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the rows are empty.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Row `m`.
+    ///
+    /// # Panics
+    /// If `m >= MR`.
+    pub fn row(&self, m: usize) -> &'a [f32] {
+        assert!(m < MR, "row {m} of {MR}");
+        &self.data[m * self.stride..][..self.len]
+    }
+
+    /// Every row, each cut to its first `k_len` inputs.
+    ///
+    /// # Panics
+    /// If `k_len > len`.
+    #[inline(always)]
+    pub fn first(&self, k_len: usize) -> [&'a [f32]; MR] {
+        self.window(0, k_len)
+    }
+
+    /// Every row's inputs `k0..k0 + k_len`.
+    ///
+    /// # Panics
+    /// If `k0 + k_len > len`.
+    #[inline(always)]
+    pub fn window(&self, k0: usize, k_len: usize) -> [&'a [f32]; MR] {
+        assert!(
+            k0.checked_add(k_len).is_some_and(|end| end <= self.len),
+            "inputs {k0}..{k0} + {k_len} of {}",
+            self.len
+        );
+        let mut rows: [&[f32]; MR] = [&[]; MR];
+        if k_len == 0 {
+            // Rows of nothing need no data, and `new` did not check that any is there.
+            return rows;
+        }
+        for (m, row) in rows.iter_mut().enumerate() {
+            let start = m * self.stride + k0;
+            // SAFETY: m < MR and k0 + k_len <= len, so start + k_len <= (MR − 1)·stride + len
+            // <= data.len() (checked in `new`). Unchecked: the blocked kernels take a window
+            // every 16 inputs.
+            *row = unsafe { self.data.get_unchecked(start..start + k_len) };
+        }
+        rows
+    }
+}
+
 /// Returns `acc` with `acc[m][j][g] += Σ_k inputs[m][k] · weights[panel_starts[j] +
 /// k·k_stride + g]` for `k < k_len`.
 ///
 /// # Panics
-/// If an input row is shorter than `k_len` or a panel runs past the end of `weights`.
+/// If the input rows are shorter than `k_len` or a panel runs past the end of `weights`.
+#[inline(always)]
+pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
+    acc: [[[f32x8; G]; NR]; MR],
+    inputs: InputRows<'_, MR>,
+    weights: &[f32x8],
+    panel_starts: [usize; NR],
+    k_stride: usize,
+    k_len: usize,
+) -> [[[f32x8; G]; NR]; MR] {
+    // The row slices go through memory (`black_box`), once per tile: the compiler then keeps
+    // one register per row. Left to see that row m starts m·stride after row 0, it rebuilt
+    // each row's address every k, an add per row and k, on the ports the FMAs need; the
+    // LSTM's 12-row tiles lost 2–5 % to it (alternating rounds).
+    let rows = std::hint::black_box(inputs.first(k_len));
+    accumulate_rows(acc, rows, weights, panel_starts, k_stride, k_len)
+}
+
+/// [`accumulate_tile`] over `rows`, each at least `k_len` long.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
+fn accumulate_rows<const G: usize, const MR: usize, const NR: usize>(
     mut acc: [[[f32x8; G]; NR]; MR],
     inputs: [&[f32]; MR],
     weights: &[f32x8],
@@ -38,14 +156,11 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
     if k_len == 0 {
         return acc;
     }
-    // Arrays are filled by plain loops here and below, not `[T; N]::map`: `map` on these
-    // arrays was compiled into out-of-line calls and stack copies, a fixed cost per tile and
-    // per summation block that was most of a one-row projection's time (see `project`).
+    // Each row cut to k_len (checked here, once per tile), indexed within below.
     let mut rows: [&[f32]; MR] = [&[]; MR];
     for m in 0..MR {
         rows[m] = &inputs[m][..k_len];
     }
-    let inputs = rows;
     // One slice per panel covering exactly its k_len strided rows (checked here, once per
     // tile), which the loop below indexes within. Checked arithmetic: a span that wrapped
     // around would let `k·k_stride` below run past the slice.
@@ -53,6 +168,9 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
         .checked_mul(k_stride)
         .and_then(|last| last.checked_add(G))
         .expect("a panel's span fits in usize");
+    // Arrays are filled by plain loops here and below, not `[T; N]::map`: `map` on these
+    // arrays was compiled into out-of-line calls and stack copies, a fixed cost per tile and
+    // per summation block that was most of a one-row projection's time (see `project`).
     let mut panels: [&[f32x8]; NR] = [&[]; NR];
     for j in 0..NR {
         panels[j] = &weights[panel_starts[j]..panel_starts[j] + span];
@@ -72,13 +190,13 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
             let w: [f32x8; G] =
                 std::array::from_fn(|g| unsafe { *panels[j].get_unchecked(offset + g) });
             for m in 0..MR {
-                // SAFETY: every row was cut to `..k_len` above (which panics if it is shorter),
-                // and `k < k_len`. Checked indexing here is not hoisted out of the loop. With
-                // six rows (LSTM, reset-before GRU) its checks once cost spilled accumulators
-                // and half the speed (LSTM, B = 64, H = 512, one thread: 43 → 79 GFLOP/s);
-                // since the tile setup stopped using array `map`, they cost 5–10 % (best of
-                // four alternating rounds: LSTM 76 → 79 at H = 256, 78 → 86 at 512).
-                let x = f32x8::splat(unsafe { *inputs[m].get_unchecked(k) });
+                // SAFETY: every row was cut to k_len above, and k < k_len. Checked indexing
+                // here is not hoisted out of the loop. With six rows (LSTM,
+                // reset-before GRU) its checks once cost spilled accumulators and half the
+                // speed (LSTM, B = 64, H = 512, one thread: 43 → 79 GFLOP/s); since the tile
+                // setup stopped using array `map`, they cost 5–10 % (best of four alternating
+                // rounds: LSTM 76 → 79 at H = 256, 78 → 86 at 512).
+                let x = f32x8::splat(unsafe { *rows[m].get_unchecked(k) });
                 for g in 0..G {
                     acc[m][j][g] = x.mul_add(w[g], acc[m][j][g]);
                 }
@@ -107,28 +225,28 @@ pub const SUM_BLOCK: usize = 16;
 #[allow(clippy::needless_range_loop)]
 pub fn accumulate_tile_blocked<const G: usize, const MR: usize, const NR: usize>(
     mut acc: [[[f32x8; G]; NR]; MR],
-    inputs: [&[f32]; MR],
+    inputs: InputRows<'_, MR>,
     weights: &[f32x8],
     panel_starts: [usize; NR],
     k_stride: usize,
     k_len: usize,
 ) -> [[[f32x8; G]; NR]; MR] {
+    assert!(k_len <= inputs.len(), "{k_len} inputs of {}", inputs.len());
     for k0 in (0..k_len).step_by(SUM_BLOCK) {
-        let mut block_inputs = inputs;
-        for m in 0..MR {
-            block_inputs[m] = &inputs[m][k0..];
-        }
+        let block_len = SUM_BLOCK.min(k_len - k0);
+        // Not through memory: each block's rows from the first row and the stride.
+        let block_inputs = inputs.window(k0, block_len);
         let mut block_starts = panel_starts;
         for j in 0..NR {
             block_starts[j] += k0 * k_stride;
         }
-        let block = accumulate_tile::<G, MR, NR>(
+        let block = accumulate_rows::<G, MR, NR>(
             [[[f32x8::ZERO; G]; NR]; MR],
             block_inputs,
             weights,
             block_starts,
             k_stride,
-            SUM_BLOCK.min(k_len - k0),
+            block_len,
         );
         for (acc_row, block_row) in acc.iter_mut().zip(block) {
             for (acc_panel, block_panel) in acc_row.iter_mut().zip(block_row) {
@@ -179,16 +297,18 @@ mod tests {
         let weights: Vec<f32x8> = (0..panels * k_len.max(1) * k_stride + G)
             .map(|i| f32x8::from(std::array::from_fn(|u| ((i * 8 + u) as f32 * 0.37).sin())))
             .collect();
+        // Rows longer than k_len, at a stride longer still, to catch a length or stride
+        // mix-up.
+        let (row_len, row_stride) = (k_len + 3, k_len + 5);
+        let x: Vec<f32> = (0..MR * row_stride)
+            .map(|i| ((i / row_stride * 31 + i % row_stride) as f32 * 0.11).cos())
+            .collect();
         let inputs: Vec<Vec<f32>> = (0..MR)
-            .map(|m| {
-                (0..k_len + 3)
-                    .map(|k| ((m * 31 + k) as f32 * 0.11).cos())
-                    .collect()
-            })
+            .map(|m| x[m * row_stride..][..row_len].to_vec())
             .collect();
         let starts: [usize; NR] = std::array::from_fn(|j| (j + 1) * k_len.max(1) * k_stride / 2);
         let want = reference(&inputs, &weights, &starts, k_stride, G, k_len);
-        let rows = std::array::from_fn(|m| inputs[m].as_slice());
+        let rows = InputRows::<MR>::new(&x, row_stride, row_len);
         let zero = [[[f32x8::ZERO; G]; NR]; MR];
         for (name, acc) in [
             (
@@ -234,6 +354,53 @@ mod tests {
         }
     }
 
+    #[test]
+    fn input_rows_are_strided_and_windows_cut_every_row() {
+        let x: Vec<f32> = (0..11).map(|i| i as f32).collect();
+        let rows = InputRows::<3>::new(&x, 4, 3); // the last row ends at 4·2 + 3 = 11
+        assert_eq!(rows.row(0), &[0.0, 1.0, 2.0]);
+        assert_eq!(rows.row(2), &[8.0, 9.0, 10.0]);
+        assert_eq!(rows.first(1), [&[0.0][..], &[4.0], &[8.0]]);
+        assert_eq!(
+            rows.window(1, 2),
+            [&[1.0, 2.0][..], &[5.0, 6.0], &[9.0, 10.0]]
+        );
+        assert_eq!(rows.window(3, 0), [&[0.0f32; 0][..]; 3]);
+        // No rows, or rows of nothing, need no data.
+        assert_eq!(InputRows::<0>::new(&[], 4, 3).window(1, 2).len(), 0);
+        let nothing = InputRows::<2>::new(&[], 4, 0);
+        assert!(nothing.is_empty());
+        assert_eq!(nothing.first(0), [&[0.0f32; 0][..]; 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "inputs 2..2 + 2 of 3")]
+    fn a_window_past_the_rows_panics() {
+        let x = [0.0f32; 11];
+        InputRows::<3>::new(&x, 4, 3).window(2, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "need 12 floats, not 11")]
+    fn input_rows_past_the_data_panic() {
+        let x = [0.0f32; 11];
+        InputRows::<3>::new(&x, 4, 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "fits in usize")]
+    fn input_rows_whose_span_overflows_panic() {
+        InputRows::<3>::new(&[0.0], usize::MAX / 2 + 1, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "inputs 0..0 + 5 of 4")]
+    fn a_product_longer_than_its_rows_panics() {
+        let (x, weights) = ([1.0f32; 4], [f32x8::ONE; 8]);
+        let zero = [[[f32x8::ZERO; 1]; 1]; 1];
+        accumulate_tile::<1, 1, 1>(zero, InputRows::new(&x, 0, 4), &weights, [0], 1, 5);
+    }
+
     /// `(k_len − 1)·k_stride` past `usize::MAX` wrapped around to a short span in a release
     /// build, and the unchecked loads then read far outside `weights`.
     #[test]
@@ -242,7 +409,8 @@ mod tests {
         let weights = [f32x8::ONE; 4];
         let inputs = [1.0f32; 3];
         let zero = [[[f32x8::ZERO; 1]; 1]; 1];
-        accumulate_tile::<1, 1, 1>(zero, [&inputs], &weights, [0], 1 << (usize::BITS - 1), 3);
+        let rows = InputRows::<1>::new(&inputs, 3, 3);
+        accumulate_tile::<1, 1, 1>(zero, rows, &weights, [0], 1 << (usize::BITS - 1), 3);
     }
 
     #[test]
@@ -252,15 +420,15 @@ mod tests {
         let weights: Vec<f32x8> = (0..4 * k_len * 3)
             .map(|i| f32x8::splat((i as f32 * 0.7).sin()))
             .collect();
-        let rows: Vec<Vec<f32>> = (0..4)
-            .map(|m| (0..k_len).map(|k| ((m + k) as f32 * 0.3).cos()).collect())
+        let x: Vec<f32> = (0..4 * k_len)
+            .map(|i| ((i / k_len + i % k_len) as f32 * 0.3).cos())
             .collect();
-        let r = |m: usize| rows[m].as_slice();
+        let first = InputRows::<1>::new(&x, k_len, k_len);
         let alone =
-            accumulate_tile::<3, 1, 1>([[[f32x8::ZERO; 3]; 1]; 1], [r(0)], &weights, [0], 3, k_len);
+            accumulate_tile::<3, 1, 1>([[[f32x8::ZERO; 3]; 1]; 1], first, &weights, [0], 3, k_len);
         let tall = accumulate_tile::<3, 4, 1>(
             [[[f32x8::ZERO; 3]; 1]; 4],
-            [r(0), r(1), r(2), r(3)],
+            InputRows::new(&x, k_len, k_len),
             &weights,
             [0],
             3,
@@ -268,7 +436,7 @@ mod tests {
         );
         let wide_tile = accumulate_tile::<3, 1, 4>(
             [[[f32x8::ZERO; 3]; 4]; 1],
-            [r(0)],
+            first,
             &weights,
             [0, k_len * 3, 2 * k_len * 3, 3 * k_len * 3],
             3,
@@ -292,15 +460,16 @@ mod tests {
             .map(|k| 50.0 * ((k as f32) * 1.3).cos())
             .collect();
         let start = [[[f32x8::splat(0.25); 1]; 1]; 1];
+        let row = InputRows::<1>::new(&inputs, 0, k_len);
         let blocked =
-            accumulate_tile_blocked::<1, 1, 1>(start, [&inputs], &weights, [0], 1, k_len)[0][0][0];
+            accumulate_tile_blocked::<1, 1, 1>(start, row, &weights, [0], 1, k_len)[0][0][0];
         let mut by_hand = f32x8::splat(0.25);
         for k0 in (0..k_len).step_by(SUM_BLOCK) {
             let len = SUM_BLOCK.min(k_len - k0);
             let zero = [[[f32x8::ZERO; 1]; 1]; 1];
+            let block = InputRows::<1>::new(&inputs[k0..], 0, len);
             by_hand +=
-                accumulate_tile::<1, 1, 1>(zero, [&inputs[k0..]], &weights[k0..], [0], 1, len)[0]
-                    [0][0];
+                accumulate_tile::<1, 1, 1>(zero, block, &weights[k0..], [0], 1, len)[0][0][0];
         }
         assert_eq!(blocked.to_array(), by_hand.to_array());
     }
@@ -326,9 +495,9 @@ mod tests {
                 .collect();
             let inputs: Vec<f32> = (0..k_len).map(|_| 50.0 * uniform()).collect();
             let zero = [[[f32x8::ZERO; 1]; 1]; 1];
-            let blocked =
-                accumulate_tile_blocked::<1, 1, 1>(zero, [&inputs], &weights, [0], 1, k_len);
-            let running = accumulate_tile::<1, 1, 1>(zero, [&inputs], &weights, [0], 1, k_len);
+            let row = InputRows::<1>::new(&inputs, 0, k_len);
+            let blocked = accumulate_tile_blocked::<1, 1, 1>(zero, row, &weights, [0], 1, k_len);
+            let running = accumulate_tile::<1, 1, 1>(zero, row, &weights, [0], 1, k_len);
             for u in 0..8 {
                 let exact: f64 = (0..k_len)
                     .map(|k| f64::from(inputs[k]) * f64::from(weights[k].to_array()[u]))

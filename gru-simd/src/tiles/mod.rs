@@ -6,7 +6,7 @@ use std::ops::Range;
 use wide::f32x8;
 
 use crate::epilogue::TileEpilogue;
-use crate::microkernel::{accumulate_tile, accumulate_tile_blocked};
+use crate::microkernel::{InputRows, accumulate_tile, accumulate_tile_blocked};
 use crate::packing::{PanelLayout, PanelPack};
 
 #[cfg(target_arch = "x86_64")]
@@ -144,7 +144,7 @@ impl PanelOrder {
 unsafe fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
     epilogue: &E,
     weights: &PanelWeights<'_>,
-    inputs: [&[f32]; MR],
+    inputs: InputRows<'_, MR>,
     rows: [usize; MR],
     panels: [usize; NR],
 ) {
@@ -174,17 +174,26 @@ unsafe fn tile<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue
     }
 }
 
-/// The input rows of `rows`.
-#[inline(always)]
-fn rows_of<'x, const MR: usize>(
-    row_of: &impl Fn(usize) -> &'x [f32],
-    rows: [usize; MR],
-) -> [&'x [f32]; MR] {
-    let mut inputs: [&[f32]; MR] = [&[]; MR];
-    for (input, &row) in inputs.iter_mut().zip(&rows) {
-        *input = row_of(row);
+/// The inputs of all the rows of a [`run_tiles`] call: row `r`'s are
+/// `data[(r − first_row)·stride..][..k_len]`.
+#[derive(Clone, Copy)]
+struct CallRows<'x> {
+    data: &'x [f32],
+    stride: usize,
+    first_row: usize,
+    k_len: usize,
+}
+
+impl<'x> CallRows<'x> {
+    /// The inputs of the `MR` rows from `first` on.
+    ///
+    /// # Panics
+    /// If `data` does not hold them.
+    #[inline(always)]
+    fn rows<const MR: usize>(&self, first: usize) -> InputRows<'x, MR> {
+        let start = (first - self.first_row) * self.stride;
+        InputRows::new(&self.data[start..], self.stride, self.k_len)
     }
-    inputs
 }
 
 /// Inputs of a step's row blocks, in bytes, up to which the rows left over run group by
@@ -319,10 +328,10 @@ trait TileKernel {
     /// # Safety
     /// As [`run_tiles`], for those rows × `panels`.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn block<'x, const G: usize, const ROWS: usize, E: TileEpilogue<G>>(
+    unsafe fn block<const G: usize, const ROWS: usize, E: TileEpilogue<G>>(
         epilogue: &E,
         weights: &PanelWeights<'_>,
-        row_of: &impl Fn(usize) -> &'x [f32],
+        inputs: &CallRows<'_>,
         first_row: usize,
         column: usize,
         panels: &Range<usize>,
@@ -336,7 +345,7 @@ trait TileKernel {
     unsafe fn strip<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
         epilogue: &E,
         weights: &PanelWeights<'_>,
-        inputs: [&[f32]; MR],
+        inputs: InputRows<'_, MR>,
         rows: [usize; MR],
         columns: [usize; NR],
         panels: &Range<usize>,
@@ -389,27 +398,26 @@ impl TileKernel for Lanes8 {
     }
 
     #[inline(always)]
-    unsafe fn block<'x, const G: usize, const ROWS: usize, E: TileEpilogue<G>>(
+    unsafe fn block<const G: usize, const ROWS: usize, E: TileEpilogue<G>>(
         epilogue: &E,
         weights: &PanelWeights<'_>,
-        row_of: &impl Fn(usize) -> &'x [f32],
+        inputs: &CallRows<'_>,
         first_row: usize,
         column: usize,
         _panels: &Range<usize>,
         _prefetch: Prefetch,
     ) {
         let block: [usize; ROWS] = std::array::from_fn(|m| first_row + m);
+        let inputs = inputs.rows::<ROWS>(first_row);
         // SAFETY: the caller's rows and panel.
-        unsafe {
-            tile::<G, ROWS, 1, E>(epilogue, weights, rows_of(row_of, block), block, [column])
-        };
+        unsafe { tile::<G, ROWS, 1, E>(epilogue, weights, inputs, block, [column]) };
     }
 
     #[inline(always)]
     unsafe fn strip<const G: usize, const MR: usize, const NR: usize, E: TileEpilogue<G>>(
         epilogue: &E,
         weights: &PanelWeights<'_>,
-        inputs: [&[f32]; MR],
+        inputs: InputRows<'_, MR>,
         rows: [usize; MR],
         columns: [usize; NR],
         _panels: &Range<usize>,
@@ -442,10 +450,11 @@ unsafe fn run_columns<
     panels: &Range<usize>,
     order: PanelOrder,
 ) {
-    let first_row = rows.start;
-    let row_of = |r: usize| {
-        let start = (r - first_row) * input_stride;
-        &inputs[start..start + weights.k_len]
+    let inputs = CallRows {
+        data: inputs,
+        stride: input_stride,
+        first_row: rows.start,
+        k_len: weights.k_len,
     };
     let block_rows = K::block_rows::<G, ROWS>(weights.summation);
     let blocked_end = rows.start + rows.len() / block_rows * block_rows;
@@ -454,7 +463,7 @@ unsafe fn run_columns<
         // SAFETY: all of the caller's rows and panels.
         unsafe {
             leftover_rows::<K, G, PANELS, PAIR_PANELS, E>(
-                epilogue, weights, &row_of, leftover, &columns, panels, order,
+                epilogue, weights, &inputs, leftover, &columns, panels, order,
             );
         }
         return;
@@ -477,7 +486,7 @@ unsafe fn run_columns<
                 // SAFETY: these rows and this column are within the caller's.
                 unsafe {
                     K::block::<G, ROWS, E>(
-                        epilogue, weights, &row_of, first, column, panels, prefetch,
+                        epilogue, weights, &inputs, first, column, panels, prefetch,
                     )
                 };
             }
@@ -487,7 +496,7 @@ unsafe fn run_columns<
             leftover_rows::<K, G, PANELS, PAIR_PANELS, E>(
                 epilogue,
                 weights,
-                &row_of,
+                &inputs,
                 leftover.clone(),
                 &group,
                 panels,
@@ -507,7 +516,6 @@ unsafe fn run_columns<
 /// As [`run_columns`], for `rows × columns`.
 #[inline(never)]
 unsafe fn leftover_rows<
-    'x,
     K: TileKernel,
     const G: usize,
     const PANELS: usize,
@@ -516,7 +524,7 @@ unsafe fn leftover_rows<
 >(
     epilogue: &E,
     weights: &PanelWeights<'_>,
-    row_of: &impl Fn(usize) -> &'x [f32],
+    inputs: &CallRows<'_>,
     rows: Range<usize>,
     columns: &Range<usize>,
     panels: &Range<usize>,
@@ -529,7 +537,7 @@ unsafe fn leftover_rows<
             row_strip::<K, G, 2, PAIR_PANELS, E>(
                 epilogue,
                 weights,
-                row_of,
+                inputs,
                 [first, first + 1],
                 columns,
                 panels,
@@ -540,7 +548,7 @@ unsafe fn leftover_rows<
     for r in paired_end..rows.end {
         // SAFETY: as above.
         unsafe {
-            row_strip::<K, G, 1, PANELS, E>(epilogue, weights, row_of, [r], columns, panels, order)
+            row_strip::<K, G, 1, PANELS, E>(epilogue, weights, inputs, [r], columns, panels, order)
         };
     }
 }
@@ -552,7 +560,6 @@ unsafe fn leftover_rows<
 /// As [`run_columns`], for `rows × columns`.
 #[inline(always)]
 unsafe fn row_strip<
-    'x,
     K: TileKernel,
     const G: usize,
     const MR: usize,
@@ -561,13 +568,13 @@ unsafe fn row_strip<
 >(
     epilogue: &E,
     weights: &PanelWeights<'_>,
-    row_of: &impl Fn(usize) -> &'x [f32],
+    inputs: &CallRows<'_>,
     rows: [usize; MR],
     columns: &Range<usize>,
     panels: &Range<usize>,
     order: PanelOrder,
 ) {
-    let inputs = rows_of(row_of, rows);
+    let inputs = inputs.rows::<MR>(rows[0]);
     let grouped_end = columns.start + columns.len() / NR * NR;
     // The columns left over, two at a time where possible: a tile of one column has too few
     // accumulators to hide the FMA latency.
