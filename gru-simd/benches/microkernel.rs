@@ -6,6 +6,8 @@
 //!   running sums (24 accumulators), over `k` steps of k: 128 (24 KiB of weights, in L1) and
 //!   1024 (192 KiB, in L2). Each call runs the tile over 8 blocks of 8 rows, as a batch of 64
 //!   does on one pair.
+//! - `gru_projection_tile_8x3/k{128,1024}`: the same tile summed in blocks of 16 inputs, as
+//!   the input projection sums.
 //!
 //! Throughput is in FLOPs (`2·16·3·8·k` per tile). Nothing runs on a CPU without AVX-512F.
 
@@ -15,7 +17,9 @@ mod x86_64 {
 
     use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
     use gru_simd::microkernel::InputRows;
-    use gru_simd::microkernel::avx512::{PrefetchLines, accumulate_pair_tile, zero};
+    use gru_simd::microkernel::avx512::{
+        PrefetchLines, accumulate_pair_tile, accumulate_pair_tile_blocked, zero,
+    };
     use gru_simd::packing::PanelLayout;
     use gru_simd::simd_level::{FMA_CHAINS, fma_chains};
     use wide::f32x8;
@@ -24,28 +28,43 @@ mod x86_64 {
     const ROWS: usize = 8;
     const BLOCKS: usize = 8;
 
-    /// Every block's tile over `weights` (one pair, `k_len` rows of `2·GATES` vectors), all
-    /// accumulators handed to `black_box`.
+    /// Every block's tile over `weights` (one pair, `k_len` rows of `2·GATES` vectors), in
+    /// running sums or (`blocked`) in blocks of 16 as the projection sums, all accumulators
+    /// handed to `black_box`.
     ///
     /// # Safety
     /// The CPU supports AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tiles(weights: &[f32x8], inputs: &[f32], k_len: usize) -> f32 {
+    unsafe fn tiles(weights: &[f32x8], inputs: &[f32], k_len: usize, blocked: bool) -> f32 {
         let mut sum = 0.0;
         for block in inputs.chunks_exact(ROWS * k_len) {
             let rows = InputRows::<ROWS>::new(block, k_len, k_len);
             // SAFETY: AVX-512F (the caller's contract); the weights hold `k_len` rows of a pair
             // and every input row `k_len` values.
             let acc = unsafe {
-                accumulate_pair_tile::<GATES, ROWS, 1>(
-                    [[[zero(); GATES]; 1]; ROWS],
-                    rows,
-                    weights,
-                    [0],
-                    2 * GATES,
-                    k_len,
-                    PrefetchLines::NONE,
-                )
+                let start = [[[zero(); GATES]; 1]; ROWS];
+                let none = PrefetchLines::NONE;
+                if blocked {
+                    accumulate_pair_tile_blocked::<GATES, ROWS, 1>(
+                        start,
+                        rows,
+                        weights,
+                        [0],
+                        2 * GATES,
+                        k_len,
+                        none,
+                    )
+                } else {
+                    accumulate_pair_tile::<GATES, ROWS, 1>(
+                        start,
+                        rows,
+                        weights,
+                        [0],
+                        2 * GATES,
+                        k_len,
+                        none,
+                    )
+                }
             };
             // Every accumulator used, or the compiler drops the products nobody reads.
             let acc = black_box(acc);
@@ -77,10 +96,14 @@ mod x86_64 {
                 .collect();
             let flops = 2 * 16 * GATES * ROWS * BLOCKS * k_len;
             group.throughput(Throughput::Elements(flops as u64));
-            group.bench_function(BenchmarkId::new("gru_tile_8x3", format!("k{k_len}")), |b| {
-                // SAFETY: the CPU supports AVX-512F, checked above.
-                b.iter(|| unsafe { tiles(black_box(&weights), black_box(&inputs), k_len) })
-            });
+            for (name, blocked) in [("gru_tile_8x3", false), ("gru_projection_tile_8x3", true)] {
+                group.bench_function(BenchmarkId::new(name, format!("k{k_len}")), |b| {
+                    // SAFETY: the CPU supports AVX-512F, checked above.
+                    b.iter(|| unsafe {
+                        tiles(black_box(&weights), black_box(&inputs), k_len, blocked)
+                    })
+                });
+            }
         }
         group.finish();
     }
