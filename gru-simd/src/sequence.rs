@@ -40,7 +40,9 @@ const L2_VECTORS: usize = 1 << 15;
 /// threads: GRU +2 % at I = H = 512 and +16 % at 1024, LSTM +10 % and +20 %; one thread: GRU
 /// −3 and +2 %, LSTM +9 and +13 %. Smaller layers keep 1 MiB, where a longer chunk only moves
 /// the buffer out of L2: 4 MiB for every layer measured 0.90× for the LSTM at B = 64,
-/// H = 256, and 1.04× for the GRU (one order only).
+/// H = 256, and 1.04× for the GRU (one order only). On the Intel Xeon, 8 MiB against 4 at
+/// B = 64, 2 threads (6 alternating rounds): GRU 1.024× the time at I = H = 1024 and 1.049× at
+/// 512, LSTM 0.987× and 1.045×.
 const LONG_CHUNK_VECTORS: usize = 1 << 17;
 
 /// Rows per worker below which the batch is not split by rows.
@@ -62,7 +64,10 @@ const ROW_SPLIT_MAX_WEIGHT_VECTORS: usize = 1 << 19;
 /// in both orders (medians; `gru bench --json`): I = H = 1024 (25 MiB of GRU weights, 34 of
 /// LSTM), B = 64: GRU 1.01× and 1.08× in two sets of 8 and 10 rounds, LSTM 1.08× and 1.13×;
 /// B = 16: GRU 0.96× and 1.15×, LSTM 1.19× and 1.31×. At I = H = 512 (6 and 8 MiB) it was
-/// no better: B = 64 GRU 1.01×, LSTM 0.93×; B = 16 GRU 0.94×, LSTM 0.90× (8 rounds).
+/// no better: B = 64 GRU 1.01×, LSTM 0.93×; B = 16 GRU 0.94×, LSTM 0.90× (8 rounds). On the
+/// Intel Xeon (2 MiB L2 per core, an L3 the guest reports as 480 MiB), splitting B = 64 at
+/// I = H = 1024 by rows took the GRU 1.047× the time of the panel split and the LSTM 0.996×
+/// (6 alternating rounds), so the limit stays.
 fn splits_by_rows(threads: usize, batch: usize, weight_vectors: usize) -> bool {
     threads > 1
         && batch >= MIN_ROWS_PER_WORKER * threads
