@@ -110,11 +110,10 @@ impl<'a, const MR: usize> InputRows<'a, MR> {
             return rows;
         }
         for (m, row) in rows.iter_mut().enumerate() {
-            let start = m * self.stride + k0;
-            // SAFETY: m < MR and k0 + k_len <= len, so start + k_len <= (MR − 1)·stride + len
-            // <= data.len() (checked in `new`). Unchecked: the blocked kernels take a window
-            // every 16 inputs.
-            *row = unsafe { self.data.get_unchecked(start..start + k_len) };
+            // In bounds, as `new` checked. Checked anyway, once per row and block of 16: unchecked
+            // measured no clear gain (GRU, B = 64, 2 threads, alternating rounds: the checked
+            // window took 0.99–1.04× the time, faster in 12 of 28 rounds).
+            *row = &self.data[m * self.stride + k0..][..k_len];
         }
         rows
     }
