@@ -135,8 +135,9 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
 ) -> [[[f32x8; G]; NR]; MR] {
     // The row slices go through memory (`black_box`), once per tile: the compiler then keeps
     // one register per row. Left to see that row m starts m·stride after row 0, it rebuilt
-    // each row's address every k, an add per row and k, on the ports the FMAs need; the
-    // LSTM's 12-row tiles lost 2–5 % to it (alternating rounds).
+    // each row's address every k, an add per row and k beside the FMAs (`perf annotate`), and
+    // the LSTM, whose recurrent tiles have 12 rows, took 1.02–1.06× the time in whole
+    // sequences (alternating rounds, measured with the 16-lane kernel, which does the same).
     let rows = std::hint::black_box(inputs.first(k_len));
     accumulate_rows(acc, rows, weights, panel_starts, k_stride, k_len)
 }
