@@ -6,8 +6,9 @@
 //!   running sums (24 accumulators), over `k` steps of k: 128 (24 KiB of weights, in L1) and
 //!   1024 (192 KiB, in L2). Each call runs the tile over 8 blocks of 8 rows, as a batch of 64
 //!   does on one pair.
-//! - `gru_projection_tile_8x3/k{128,1024}`: the same tile summed in blocks of 16 inputs, as
-//!   the input projection sums.
+//! - `gru_projection_tile_8x3/k{128,1024}`: the same tile summed in blocks, as the input
+//!   projection sums ([`sum_block`](gru_simd::microkernel::sum_block): 16 inputs at k = 128,
+//!   32 at k = 1024).
 //!
 //! Throughput is in FLOPs (`2·16·3·8·k` per tile). Nothing runs on a CPU without AVX-512F.
 
@@ -29,7 +30,7 @@ mod x86_64 {
     const BLOCKS: usize = 8;
 
     /// Every block's tile over `weights` (one pair, `k_len` rows of `2·GATES` vectors), in
-    /// running sums or (`blocked`) in blocks of 16 as the projection sums, all accumulators
+    /// running sums or (`blocked`) in blocks as the projection sums, all accumulators
     /// handed to `black_box`.
     ///
     /// # Safety

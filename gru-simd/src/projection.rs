@@ -4,7 +4,7 @@
 //! It runs on the same tiles as the recurrent product, straight from the prepacked `W_ih`
 //! panels: nothing is repacked per call, so the projection of a few rows (batch 1, or one
 //! streaming step) costs no more per row than that of many. The products are summed in blocks
-//! of [`SUM_BLOCK`](crate::microkernel::SUM_BLOCK) inputs, since raw features can be large.
+//! of [`sum_block`](crate::microkernel::sum_block) inputs, since raw features can be large.
 //!
 //! `matrixmultiply` did this job before. With the same blocked summation (one call per block)
 //! it was slower at every shape measured, 1.1–1.5× on one thread

@@ -3,7 +3,7 @@
 //! 16 units, two 8-unit panels side by side.
 //!
 //! Each lane does exactly what it does in the 8-lane kernel: the same FMAs in the same order
-//! (increasing k, one per k, summed in blocks of [`SUM_BLOCK`] for the projection), from the
+//! (increasing k, one per k, summed in blocks of [`sum_block`] for the projection), from the
 //! same starting values. Only the register width changes, so the results are bitwise those of
 //! [`accumulate_tile`](super::accumulate_tile) and
 //! [`accumulate_tile_blocked`](super::accumulate_tile_blocked) in a build with FMA (without
@@ -23,7 +23,7 @@ use std::arch::x86_64::{
 
 use wide::f32x8;
 
-use super::{InputRows, SUM_BLOCK};
+use super::{InputRows, sum_block};
 
 /// A register of 16 lanes: panel `2q`'s vector in the low half, `2q + 1`'s in the high half.
 pub type PairVector = __m512;
@@ -175,7 +175,7 @@ unsafe fn accumulate_pair_rows<const G: usize, const MR: usize, const NP: usize>
     acc
 }
 
-/// [`accumulate_pair_tile`] summed in blocks of [`SUM_BLOCK`] inputs, each from zero, then
+/// [`accumulate_pair_tile`] summed in blocks of [`sum_block`]`(k_len)` inputs, each from zero, then
 /// added to `acc`, as [`accumulate_tile_blocked`](super::accumulate_tile_blocked) does.
 ///
 /// # Safety
@@ -194,8 +194,9 @@ pub unsafe fn accumulate_pair_tile_blocked<const G: usize, const MR: usize, cons
     prefetch: PrefetchLines,
 ) -> [[[PairVector; G]; NP]; MR] {
     assert!(k_len <= inputs.len(), "{k_len} inputs of {}", inputs.len());
-    for k0 in (0..k_len).step_by(SUM_BLOCK) {
-        let block_len = SUM_BLOCK.min(k_len - k0);
+    let block = sum_block(k_len);
+    for k0 in (0..k_len).step_by(block) {
+        let block_len = block.min(k_len - k0);
         // Not through memory: the rows of each block from the first and the stride.
         let block_inputs = inputs.window(k0, block_len);
         let mut block_starts = pair_starts;
@@ -213,7 +214,7 @@ pub unsafe fn accumulate_pair_tile_blocked<const G: usize, const MR: usize, cons
                 block_len,
                 PrefetchLines {
                     from: prefetch.from.wrapping_add(k0 * 64),
-                    count: prefetch.count.saturating_sub(k0).min(SUM_BLOCK),
+                    count: prefetch.count.saturating_sub(k0).min(block),
                 },
             )
         };
@@ -234,7 +235,7 @@ mod tests {
     use super::*;
 
     /// What every lane must compute: from `start`, one `f32::mul_add` per k in increasing k;
-    /// in blocks of [`SUM_BLOCK`] from zero, each then added, when `blocked`.
+    /// in blocks of [`sum_block`] from zero, each then added, when `blocked`.
     fn scalar_lane(
         start: f32,
         inputs: &[f32],
@@ -244,8 +245,9 @@ mod tests {
         if !blocked {
             return (0..inputs.len()).fold(start, |acc, k| inputs[k].mul_add(weights(k), acc));
         }
-        (0..inputs.len()).step_by(SUM_BLOCK).fold(start, |acc, k0| {
-            let end = (k0 + SUM_BLOCK).min(inputs.len());
+        let block = sum_block(inputs.len());
+        (0..inputs.len()).step_by(block).fold(start, |acc, k0| {
+            let end = (k0 + block).min(inputs.len());
             acc + (k0..end).fold(0.0, |block, k| inputs[k].mul_add(weights(k), block))
         })
     }
@@ -351,7 +353,8 @@ mod tests {
             println!("no AVX-512F on this CPU: nothing to check");
             return;
         }
-        for k_len in [0, 1, 2, 7, 15, 16, 17, 31, 32, 33, 47, 48, 49] {
+        // 545: blocks of 32 (`sum_block`), the last of one input.
+        for k_len in [0, 1, 2, 7, 15, 16, 17, 31, 32, 33, 47, 48, 49, 545] {
             // SAFETY: the CPU supports AVX-512F, checked above.
             unsafe {
                 check::<3, 8, 1>(k_len);

@@ -12,7 +12,7 @@
 //! of rows or panels over threads gives bitwise identical results.
 //!
 //! The input projection uses [`accumulate_tile_blocked`], the same product summed in blocks
-//! of [`SUM_BLOCK`] inputs: its inputs are raw features, often far larger than the state
+//! of [`sum_block`] inputs: its inputs are raw features, often far larger than the state
 //! `h ∈ (−1, 1)`, and a plain running sum over all of `I` loses too much to rounding.
 
 use wide::f32x8;
@@ -206,16 +206,42 @@ fn accumulate_rows<const G: usize, const MR: usize, const NR: usize>(
     acc
 }
 
-/// Inputs per block of [`accumulate_tile_blocked`].
+/// Inputs per block when the blocked kernels ([`accumulate_tile_blocked`] and its 16-lane
+/// twin) sum `k_len` products: the power of two from 16 up that minimizes the worst-case
+/// rounding bound of blocked summation, about `(b − 1 + k_len / b)` roundings for blocks of
+/// `b`. Blocks of `2b` bound it no worse than blocks of `b` once `k_len ≥ 2b²`: 16 up to
+/// `k_len` = 512, 32 up to 2048, 64 up to 8192, and so on.
 ///
 /// Measured on the property test's worst case (`I` = 148, inputs of ±50, the f64 reference
 /// as judge, bound 2e−5), when the projection was a `matrixmultiply` call per block: one call
-/// over all of `I` was 2.04e−5 off; blocks of 64 1.84e−5, of 32 1.12e−5, of 16 7.1e−6. These
-/// tiles with blocks of 16 give the same 7.1e−6.
-pub const SUM_BLOCK: usize = 16;
+/// over all of `I` was 2.04e−5 off; blocks of 64 1.84e−5, of 32 1.12e−5, of 16 7.1e−6. Mean
+/// error of 1600 sums of `k_len` products (inputs ±50, weights ±1, uniform) against the exact
+/// sum, in units of 1e−5, blocks of 16 / 32 / 64: 1.50 / 1.71 / 2.19 at `k_len` = 148,
+/// 3.61 / 3.75 / 4.54 at 512, 6.40 / 6.08 / 6.86 at 1024, 11.8 / 10.4 / 10.3 at 2048,
+/// 23.2 / 17.7 / 17.0 at 4096; one running sum 2.98, 10.9, 21.6, 42.2 and 86.0.
+///
+/// Longer blocks cost less: each block ends in one add per accumulator, and in the 16-lane
+/// kernels the running totals, spilled, go through memory once per block.
+///
+/// ```
+/// use gru_simd::microkernel::sum_block;
+/// assert_eq!([sum_block(148), sum_block(512), sum_block(513)], [16, 16, 32]);
+/// assert_eq!([sum_block(2048), sum_block(2049), sum_block(8193)], [32, 64, 128]);
+/// ```
+pub const fn sum_block(k_len: usize) -> usize {
+    let mut block: usize = 16;
+    // `block·block` cannot overflow before `2·block·block` passes any usize.
+    while let Some(bound) = block.checked_mul(2 * block) {
+        if k_len <= bound {
+            break;
+        }
+        block *= 2;
+    }
+    block
+}
 
-/// [`accumulate_tile`] with blocked summation: the products of each run of [`SUM_BLOCK`]
-/// consecutive k are summed from zero, then that block's sum is added to `acc`. The rounding
+/// [`accumulate_tile`] with blocked summation: the products of each run of
+/// [`sum_block`]`(k_len)` consecutive k are summed from zero, then that block's sum is added to `acc`. The rounding
 /// error then grows with the block length rather than with `k_len`, for one vector add per
 /// accumulator per block.
 ///
@@ -232,8 +258,9 @@ pub fn accumulate_tile_blocked<const G: usize, const MR: usize, const NR: usize>
     k_len: usize,
 ) -> [[[f32x8; G]; NR]; MR] {
     assert!(k_len <= inputs.len(), "{k_len} inputs of {}", inputs.len());
-    for k0 in (0..k_len).step_by(SUM_BLOCK) {
-        let block_len = SUM_BLOCK.min(k_len - k0);
+    let block = sum_block(k_len);
+    for k0 in (0..k_len).step_by(block) {
+        let block_len = block.min(k_len - k0);
         // Not through memory: each block's rows from the first row and the stride.
         let block_inputs = inputs.window(k0, block_len);
         let mut block_starts = panel_starts;
@@ -338,7 +365,7 @@ mod tests {
 
     #[test]
     fn tiles_match_a_plain_loop_for_every_shape() {
-        for k_len in [0, 1, 2, 7, 8, 9, 15, 16, 17, 33, 48] {
+        for k_len in [0, 1, 2, 7, 8, 9, 15, 16, 17, 33, 48, 545] {
             check::<3, 4, 1>(k_len);
             check::<3, 1, 4>(k_len);
             check::<3, 1, 1>(k_len);
@@ -449,38 +476,37 @@ mod tests {
     }
 
     /// The blocked sum is the running sum of each block, started from zero, added to the
-    /// total in order, bit for bit.
+    /// total in order, bit for bit: in blocks of 16 (148 inputs) and of 32 (1000).
     #[test]
     fn blocked_sum_is_the_sum_of_block_sums() {
-        let k_len = 148;
-        let weights: Vec<f32x8> = (0..k_len)
-            .map(|k| f32x8::from(std::array::from_fn(|u| (((k * 8 + u) as f32) * 0.77).sin())))
-            .collect();
-        let inputs: Vec<f32> = (0..k_len)
-            .map(|k| 50.0 * ((k as f32) * 1.3).cos())
-            .collect();
-        let start = [[[f32x8::splat(0.25); 1]; 1]; 1];
-        let row = InputRows::<1>::new(&inputs, 0, k_len);
-        let blocked =
-            accumulate_tile_blocked::<1, 1, 1>(start, row, &weights, [0], 1, k_len)[0][0][0];
-        let mut by_hand = f32x8::splat(0.25);
-        for k0 in (0..k_len).step_by(SUM_BLOCK) {
-            let len = SUM_BLOCK.min(k_len - k0);
-            let zero = [[[f32x8::ZERO; 1]; 1]; 1];
-            let block = InputRows::<1>::new(&inputs[k0..], 0, len);
-            by_hand +=
-                accumulate_tile::<1, 1, 1>(zero, block, &weights[k0..], [0], 1, len)[0][0][0];
+        for (k_len, block_len) in [(148, 16), (1000, 32)] {
+            assert_eq!(sum_block(k_len), block_len);
+            let weights: Vec<f32x8> = (0..k_len)
+                .map(|k| f32x8::from(std::array::from_fn(|u| (((k * 8 + u) as f32) * 0.77).sin())))
+                .collect();
+            let inputs: Vec<f32> = (0..k_len)
+                .map(|k| 50.0 * ((k as f32) * 1.3).cos())
+                .collect();
+            let start = [[[f32x8::splat(0.25); 1]; 1]; 1];
+            let row = InputRows::<1>::new(&inputs, 0, k_len);
+            let blocked =
+                accumulate_tile_blocked::<1, 1, 1>(start, row, &weights, [0], 1, k_len)[0][0][0];
+            let mut by_hand = f32x8::splat(0.25);
+            for k0 in (0..k_len).step_by(block_len) {
+                let len = block_len.min(k_len - k0);
+                let zero = [[[f32x8::ZERO; 1]; 1]; 1];
+                let block = InputRows::<1>::new(&inputs[k0..], 0, len);
+                by_hand +=
+                    accumulate_tile::<1, 1, 1>(zero, block, &weights[k0..], [0], 1, len)[0][0][0];
+            }
+            assert_eq!(blocked.to_array(), by_hand.to_array(), "k_len {k_len}");
         }
-        assert_eq!(blocked.to_array(), by_hand.to_array());
     }
 
-    /// Why the blocked sum exists: over many sums of 148 large products (inputs of ±50, as in
-    /// the property test's worst case), its mean error against the exact sum is smaller than
-    /// one running sum's. One sum alone can go either way, so the test averages 200 of them
-    /// (1600 lanes), with and without FMA alike.
-    #[test]
-    fn blocked_sum_rounds_less_on_average() {
-        let k_len = 148;
+    /// Mean absolute error against the exact sums of `sums` random sums of `k_len` products
+    /// (inputs ±50, as in the property test's worst case, weights ±1), 8 lanes each: summed by
+    /// [`accumulate_tile_blocked`], in blocks of 16 by hand, and in one running sum.
+    fn mean_errors(k_len: usize, sums: usize) -> [f64; 3] {
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut uniform = move || {
             state = state
@@ -488,34 +514,59 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        let (mut blocked_error, mut running_error) = (0.0f64, 0.0f64);
-        for _ in 0..200 {
+        let mut errors = [0.0f64; 3];
+        let zero = [[[f32x8::ZERO; 1]; 1]; 1];
+        for _ in 0..sums {
             let weights: Vec<f32x8> = (0..k_len)
                 .map(|_| f32x8::from(std::array::from_fn(|_| uniform())))
                 .collect();
             let inputs: Vec<f32> = (0..k_len).map(|_| 50.0 * uniform()).collect();
-            let zero = [[[f32x8::ZERO; 1]; 1]; 1];
             let row = InputRows::<1>::new(&inputs, 0, k_len);
             let blocked = accumulate_tile_blocked::<1, 1, 1>(zero, row, &weights, [0], 1, k_len);
+            let mut blocks_of_16 = f32x8::ZERO;
+            for k0 in (0..k_len).step_by(16) {
+                let len = 16.min(k_len - k0);
+                let block = InputRows::<1>::new(&inputs[k0..], 0, len);
+                blocks_of_16 +=
+                    accumulate_tile::<1, 1, 1>(zero, block, &weights[k0..], [0], 1, len)[0][0][0];
+            }
             let running = accumulate_tile::<1, 1, 1>(zero, row, &weights, [0], 1, k_len);
+            let sums = [blocked[0][0][0], blocks_of_16, running[0][0][0]];
             for u in 0..8 {
                 let exact: f64 = (0..k_len)
                     .map(|k| f64::from(inputs[k]) * f64::from(weights[k].to_array()[u]))
                     .sum();
-                blocked_error += (f64::from(blocked[0][0][0].to_array()[u]) - exact).abs();
-                running_error += (f64::from(running[0][0][0].to_array()[u]) - exact).abs();
+                for (error, sum) in errors.iter_mut().zip(sums) {
+                    *error += (f64::from(sum.to_array()[u]) - exact).abs();
+                }
             }
         }
-        println!(
-            "mean error: blocked {:e}, running {:e}",
-            blocked_error / 1600.0,
-            running_error / 1600.0
-        );
+        errors.map(|e| e / (8 * sums) as f64)
+    }
+
+    /// Why the blocked sum exists: over many sums of 148 large products, its mean error
+    /// against the exact sum is smaller than one running sum's. One sum alone can go either
+    /// way, so the test averages 200 of them (1600 lanes), with and without FMA alike.
+    #[test]
+    fn blocked_sum_rounds_less_on_average() {
+        let [blocked, _, running] = mean_errors(148, 200);
+        println!("mean error: blocked {blocked:e}, running {running:e}");
         assert!(
-            blocked_error < running_error,
-            "mean error: blocked {:e}, running {:e}",
-            blocked_error / 1600.0,
-            running_error / 1600.0
+            blocked < running,
+            "blocked {blocked:e}, running {running:e}"
+        );
+    }
+
+    /// Why the blocks grow with `k_len`: over 4096 inputs, blocks of [`sum_block`] (64) round
+    /// less on average than blocks of 16 (measured 1.8e−4 against 2.4e−4 with FMA, 1.9e−4
+    /// against 2.4e−4 without).
+    #[test]
+    fn longer_blocks_round_less_over_long_sums() {
+        let [blocked, blocks_of_16, _] = mean_errors(4096, 100);
+        println!("mean error: blocks of 64 {blocked:e}, of 16 {blocks_of_16:e}");
+        assert!(
+            blocked < blocks_of_16,
+            "blocks of 64 {blocked:e}, of 16 {blocks_of_16:e}"
         );
     }
 }
