@@ -56,8 +56,9 @@ pub unsafe fn project(
 /// [`project`] for one pack of `G` gates starting at `first_gate`, with tiles of `ROWS` rows,
 /// of two rows × `PAIR_PANELS` panels, or of one row × `PANELS` panels ([`run_tiles`]).
 ///
-/// A tile must fit the 16 vector registers with its `G` weights and the broadcast input:
-/// 4 rows × 3 gates and 6 rows × 2 gates do. LSTM's four gates are therefore two packs of two.
+/// An 8-lane tile must fit the 16 vector registers with its `G` weights and the broadcast
+/// input: 4 rows × 3 gates and 6 rows × 2 gates do (the 16-lane tiles, with 32 registers,
+/// have 8 rows of either). LSTM's four gates are therefore two packs of two.
 /// One pack of four allowed tiles of only 2 rows (3 × 4 spilled registers): on one thread,
 /// best of 30, its projection ran at 38–45 GFLOP/s with 3 × 4 and 62–69 with 2 × 4; the two
 /// packs of 6 × 2 then gained another 3–23 % on the whole LSTM.

@@ -361,7 +361,7 @@ mod tests {
                 check::<3, 2, 2>(k_len);
                 check::<3, 1, 4>(k_len);
                 check::<3, 1, 1>(k_len);
-                check::<2, 12, 1>(k_len);
+                check::<2, 8, 1>(k_len);
                 check::<2, 2, 3>(k_len);
                 check::<2, 1, 6>(k_len);
                 check::<1, 16, 1>(k_len);

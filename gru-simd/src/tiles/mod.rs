@@ -227,13 +227,13 @@ fn leftover_group_width(
 ///
 /// The tiles are 8-lane over panels, or, for weights packed in pairs
 /// ([`PanelLayout::Pairs`]), 16-lane over pairs of panels; below, a *column* is either, and the
-/// 16-lane tiles' blocks have 8, 12 or 16 rows for 3, 2 or 1 gates instead of `ROWS`.
+/// 16-lane tiles' blocks have 8 rows for 3 and 2 gates and 16 for 1 instead of `ROWS`.
 ///
 /// Blocks of `ROWS` rows go column by column, so one column's weights stay in cache while every
 /// block uses them. Rows left over (all of them at batch 1) go in pairs with `PAIR_PANELS`
 /// columns per tile, then one at a time with `PANELS` columns per tile: enough independent
 /// accumulators to hide the FMA latency, and each pair streams the weights once for two rows.
-/// The pairs measured on the LSTM (six-row blocks) at B = 64 on one thread, four rows left
+/// The pairs measured on the LSTM (six-row blocks, 8-lane tiles) at B = 64 on one thread, four rows left
 /// over: 55 → 78 GFLOP/s at I = H = 256, 53 → 75 at 512 (medians of four alternating rounds).
 ///
 /// When there are both, and the row blocks' inputs take at most a quarter of L2, the panels
@@ -320,7 +320,7 @@ pub unsafe fn run_tiles<
 /// and dropped.
 trait TileKernel {
     /// Rows of a block tile of `G` gates, given `ROWS`, the 8-lane choice.
-    fn block_rows<const G: usize, const ROWS: usize>(summation: Summation) -> usize;
+    fn block_rows<const G: usize, const ROWS: usize>() -> usize;
 
     /// The block tile of [`block_rows`](Self::block_rows) rows from `first_row`, on `column`,
     /// bringing `prefetch` into L2 meanwhile (where the kind of tile does).
@@ -393,7 +393,7 @@ struct Lanes8;
 
 impl TileKernel for Lanes8 {
     #[inline(always)]
-    fn block_rows<const G: usize, const ROWS: usize>(_summation: Summation) -> usize {
+    fn block_rows<const G: usize, const ROWS: usize>() -> usize {
         ROWS
     }
 
@@ -456,7 +456,7 @@ unsafe fn run_columns<
         first_row: rows.start,
         k_len: weights.k_len,
     };
-    let block_rows = K::block_rows::<G, ROWS>(weights.summation);
+    let block_rows = K::block_rows::<G, ROWS>();
     let blocked_end = rows.start + rows.len() / block_rows * block_rows;
     let leftover = blocked_end..rows.end;
     if blocked_end == rows.start {

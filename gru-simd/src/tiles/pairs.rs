@@ -17,21 +17,20 @@ use super::{CallRows, PanelWeights, Prefetch, Summation, TileKernel};
 pub(super) struct Lanes16;
 
 impl TileKernel for Lanes16 {
-    /// Running sums: eight rows of three gates (24 of the 32 registers), twelve of two,
-    /// sixteen of one. Blocked sums (the projection) of two gates, the LSTM's: six rows, so
-    /// that a block's 12 sums and the 12 running totals fit the registers together; against
-    /// twelve rows, 2 threads, 6 alternating rounds: LSTM at B = 64 0.938× the time at
-    /// I = H = 256 and 0.961× at 512 (6 of 6 rounds faster each), 1.010× at 1024 (a first set
-    /// of 4 rounds: 0.959×, 0.966×, 0.943×). Three gates keep eight rows: four rows (24
-    /// registers with the totals) measured 0.99–1.02× for the GRU.
+    /// Eight rows for three gates and for two, sixteen for one (ResetBefore's candidate), in
+    /// running and blocked sums alike. Eight rows of three gates hold 24 of the 32 registers;
+    /// of two gates 16, 32 with the blocked sums' running totals, some then spilled as the
+    /// GRU's are. Eight divides the row counts that matter, 64 and the 32 a worker takes of
+    /// them when the rows are split, where twelve rows of two gates left 4 or 8 rows of every
+    /// column to the two-row strips. Against twelve rows running and six blocked (6 alternating
+    /// rounds each, 2 threads, LSTM at B = 64): running 0.954–0.972× the time at
+    /// I = H = 128–1024, then blocked 0.922× at 1024, 0.948× at 512, 0.985× at 256; both
+    /// together (4 rounds) 0.924× at 256 and 0.934× at 1024, on one thread 0.970× and 0.918×;
+    /// ResetBefore at B = 64 0.991× and 0.944×; batch 1 0.965–0.990×. (Six rows blocked had
+    /// beaten twelve; for three gates four rows blocked measured 0.99–1.02× of eight.)
     #[inline(always)]
-    fn block_rows<const G: usize, const ROWS: usize>(summation: Summation) -> usize {
-        match (summation, G) {
-            (Summation::Blocked, 2) => 6,
-            (_, 3) => 8,
-            (_, 2) => 12,
-            _ => 16,
-        }
+    fn block_rows<const G: usize, const ROWS: usize>() -> usize {
+        if G == 1 { 16 } else { 8 }
     }
 
     #[inline(always)]
@@ -47,19 +46,14 @@ impl TileKernel for Lanes16 {
         // SAFETY: the caller's rows and column, on a CPU with AVX-512F (the caller's
         // contract); `block_rows` says how many rows.
         unsafe {
-            match (weights.summation, G) {
-                (Summation::Blocked, 2) => block_of::<G, 6, E>(
+            if G == 1 {
+                block_of::<G, 16, E>(
                     epilogue, weights, inputs, first_row, column, panels, prefetch,
-                ),
-                (_, 3) => block_of::<G, 8, E>(
+                )
+            } else {
+                block_of::<G, 8, E>(
                     epilogue, weights, inputs, first_row, column, panels, prefetch,
-                ),
-                (_, 2) => block_of::<G, 12, E>(
-                    epilogue, weights, inputs, first_row, column, panels, prefetch,
-                ),
-                _ => block_of::<G, 16, E>(
-                    epilogue, weights, inputs, first_row, column, panels, prefetch,
-                ),
+                )
             }
         }
     }
