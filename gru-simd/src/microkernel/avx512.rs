@@ -175,8 +175,8 @@ unsafe fn accumulate_pair_rows<const G: usize, const MR: usize, const NP: usize>
     acc
 }
 
-/// [`accumulate_pair_tile`] summed in blocks of [`sum_block`]`(k_len)` inputs, each from zero, then
-/// added to `acc`, as [`accumulate_tile_blocked`](super::accumulate_tile_blocked) does.
+/// [`accumulate_pair_tile`] summed in blocks of [`sum_block`]`(k_len)` inputs, each from
+/// zero, then added to `acc`, as [`accumulate_tile_blocked`](super::accumulate_tile_blocked) does.
 ///
 /// # Safety
 /// As [`accumulate_pair_tile`].

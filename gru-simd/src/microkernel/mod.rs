@@ -136,8 +136,9 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
     // The row slices go through memory (`black_box`), once per tile: the compiler then keeps
     // one register per row. Left to see that row m starts m·stride after row 0, it rebuilt
     // each row's address every k, an add per row and k beside the FMAs (`perf annotate`), and
-    // the LSTM, whose 16-lane recurrent tiles then had 12 rows, took 1.02–1.06× the time in whole
-    // sequences (alternating rounds, measured with the 16-lane kernel, which does the same).
+    // the LSTM, whose 16-lane recurrent tiles then had 12 rows, took 1.02–1.06× the time in
+    // whole sequences (alternating rounds, measured with the 16-lane kernel, which does the
+    // same).
     let rows = std::hint::black_box(inputs.first(k_len));
     accumulate_rows(acc, rows, weights, panel_starts, k_stride, k_len)
 }
@@ -241,9 +242,9 @@ pub const fn sum_block(k_len: usize) -> usize {
 }
 
 /// [`accumulate_tile`] with blocked summation: the products of each run of
-/// [`sum_block`]`(k_len)` consecutive k are summed from zero, then that block's sum is added to `acc`. The rounding
-/// error then grows with the block length rather than with `k_len`, for one vector add per
-/// accumulator per block.
+/// [`sum_block`]`(k_len)` consecutive k are summed from zero, then that block's sum is added
+/// to `acc`. The rounding error then grows with the block length rather than with `k_len`, for
+/// one vector add per accumulator per block.
 ///
 /// # Panics
 /// As [`accumulate_tile`].

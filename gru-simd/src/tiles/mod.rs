@@ -233,8 +233,9 @@ fn leftover_group_width(
 /// block uses them. Rows left over (all of them at batch 1) go in pairs with `PAIR_PANELS`
 /// columns per tile, then one at a time with `PANELS` columns per tile: enough independent
 /// accumulators to hide the FMA latency, and each pair streams the weights once for two rows.
-/// The pairs measured on the LSTM (six-row blocks, 8-lane tiles) at B = 64 on one thread, four rows left
-/// over: 55 → 78 GFLOP/s at I = H = 256, 53 → 75 at 512 (medians of four alternating rounds).
+/// The pairs measured on the LSTM (six-row blocks, 8-lane tiles) at B = 64 on one thread,
+/// four rows left over: 55 → 78 GFLOP/s at I = H = 256, 53 → 75 at 512 (medians of four
+/// alternating rounds).
 ///
 /// When there are both, and the row blocks' inputs take at most a quarter of L2, the panels
 /// go in groups of `PANELS`: each group's row blocks, then the leftover rows on the same
