@@ -9,14 +9,19 @@
 //! - `gru_projection_tile_8x3/k{128,1024}`: the same tile summed in blocks, as the input
 //!   projection sums ([`sum_block`](gru_simd::microkernel::sum_block): 16 inputs at k = 128,
 //!   32 at k = 1024).
+//! - `lstm_tile_8x2/k{128,1024}` and `lstm_projection_tile_8x2/k{128,1024}`: the same for
+//!   the LSTM's tiles, 8 rows × 1 pair × 2 gates (each of its two packs; 16 accumulators),
+//!   with 16 and 128 KiB of weights.
 //!
-//! Throughput is in FLOPs (`2·16·3·8·k` per tile). Nothing runs on a CPU without AVX-512F.
+//! Throughput is in FLOPs (`2·16·G·8·k` per tile of `G` gates), so that the GRU's and the
+//! LSTM's tiles compare directly. Nothing runs on a CPU without AVX-512F.
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64 {
     use std::hint::black_box;
 
-    use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+    use criterion::measurement::WallTime;
+    use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group};
     use gru_simd::microkernel::InputRows;
     use gru_simd::microkernel::avx512::{
         PrefetchLines, accumulate_pair_tile, accumulate_pair_tile_blocked, zero,
@@ -25,7 +30,6 @@ mod x86_64 {
     use gru_simd::simd_level::{FMA_CHAINS, fma_chains};
     use wide::f32x8;
 
-    const GATES: usize = 3;
     const ROWS: usize = 8;
     const BLOCKS: usize = 8;
 
@@ -36,7 +40,12 @@ mod x86_64 {
     /// # Safety
     /// The CPU supports AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tiles(weights: &[f32x8], inputs: &[f32], k_len: usize, blocked: bool) -> f32 {
+    unsafe fn tiles<const GATES: usize>(
+        weights: &[f32x8],
+        inputs: &[f32],
+        k_len: usize,
+        blocked: bool,
+    ) -> f32 {
         let mut sum = 0.0;
         for block in inputs.chunks_exact(ROWS * k_len) {
             let rows = InputRows::<ROWS>::new(block, k_len, k_len);
@@ -88,25 +97,42 @@ mod x86_64 {
             b.iter(|| fma_chains(PanelLayout::Pairs, black_box(rounds)))
         });
         for k_len in [128, 1024] {
-            let weights: Vec<f32x8> = (0..k_len * 2 * GATES)
-                .map(|i| f32x8::splat((i % 13) as f32 * 1e-3))
-                .collect();
-            // ROWS · BLOCKS rows of k_len, one after the other.
-            let inputs: Vec<f32> = (0..ROWS * BLOCKS * k_len)
-                .map(|i| ((i / k_len + i % k_len) % 7) as f32 * 0.1)
-                .collect();
-            let flops = 2 * 16 * GATES * ROWS * BLOCKS * k_len;
-            group.throughput(Throughput::Elements(flops as u64));
-            for (name, blocked) in [("gru_tile_8x3", false), ("gru_projection_tile_8x3", true)] {
-                group.bench_function(BenchmarkId::new(name, format!("k{k_len}")), |b| {
-                    // SAFETY: the CPU supports AVX-512F, checked above.
-                    b.iter(|| unsafe {
-                        tiles(black_box(&weights), black_box(&inputs), k_len, blocked)
-                    })
-                });
+            // SAFETY: the CPU supports AVX-512F, checked above.
+            unsafe {
+                tile_benches::<3>(&mut group, "gru", k_len);
+                tile_benches::<2>(&mut group, "lstm", k_len);
             }
         }
         group.finish();
+    }
+
+    /// `{cell}_tile_8x{GATES}` and `{cell}_projection_tile_8x{GATES}` over `k_len`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    unsafe fn tile_benches<const GATES: usize>(
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        cell: &str,
+        k_len: usize,
+    ) {
+        let weights: Vec<f32x8> = (0..k_len * 2 * GATES)
+            .map(|i| f32x8::splat((i % 13) as f32 * 1e-3))
+            .collect();
+        // ROWS · BLOCKS rows of k_len, one after the other.
+        let inputs: Vec<f32> = (0..ROWS * BLOCKS * k_len)
+            .map(|i| ((i / k_len + i % k_len) % 7) as f32 * 0.1)
+            .collect();
+        let flops = 2 * 16 * GATES * ROWS * BLOCKS * k_len;
+        group.throughput(Throughput::Elements(flops as u64));
+        for (kind, blocked) in [("tile", false), ("projection_tile", true)] {
+            let name = format!("{cell}_{kind}_{ROWS}x{GATES}");
+            group.bench_function(BenchmarkId::new(name, format!("k{k_len}")), |b| {
+                // SAFETY: the CPU supports AVX-512F (the caller's contract).
+                b.iter(|| unsafe {
+                    tiles::<GATES>(black_box(&weights), black_box(&inputs), k_len, blocked)
+                })
+            });
+        }
     }
 
     criterion_group!(benches, microkernel);
