@@ -380,6 +380,15 @@ mod tests {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                 }
+                if !after_a_pause {
+                    // As if the last step had begun just now, so that this one goes to the
+                    // team however slow this run is. Otherwise, when a step ran alone because
+                    // the team had parked before it (a loaded machine), the pause before the
+                    // next found the team parked already and did not wait, and that next
+                    // step, too soon after the last, went to the team.
+                    team.last_step =
+                        Some(std::time::Instant::now() + std::time::Duration::from_secs(60));
+                }
                 let x: Vec<f32> = (0..30).map(|k| ((step * 30 + k) as f32).cos()).collect();
                 let want = bits(alone.step(&x).unwrap());
                 assert_eq!(bits(team.step(&x).unwrap()), want, "{cell:?}, step {step}");
