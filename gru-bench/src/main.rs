@@ -65,8 +65,9 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_name = "B:T:I:H")]
     shapes: Option<Vec<gru_bench::commands::bench::Shape>>,
     /// Worker threads of the simd model, 1 to 1024 [default: all cores]. Shapes whose steps
-    /// are under 20 000 FLOPs run on the calling thread alone whatever N is, as they would in
-    /// an application (`SimdModel::set_alone_below_step_flops`).
+    /// are under 160 000 FLOPs run on the calling thread alone whatever N is, unless their
+    /// batch splits by rows, as they would in an application
+    /// (`SimdModel::set_alone_below_step_flops`).
     #[arg(long, value_name = "N", value_parser = thread_count)]
     threads: Option<usize>,
     /// Cells to run, comma-separated [default: gru,lstm].

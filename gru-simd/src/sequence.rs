@@ -74,6 +74,16 @@ fn splits_by_rows(threads: usize, batch: usize, weight_vectors: usize) -> bool {
         && weight_vectors <= ROW_SPLIT_MAX_WEIGHT_VECTORS
 }
 
+/// How a job's steps are shared between the workers, for [`SimdModel::tiny_steps`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StepSplit {
+    /// Always by panels, the workers meeting after every step (a stream).
+    Panels,
+    /// By rows when the batch is large enough ([`splits_by_rows`]), otherwise by panels (a
+    /// sequence).
+    RowsWhenLarge,
+}
+
 /// Rows move between workers in pairs: a pair still streams each weight once for two rows.
 const ROW_GRANULE: usize = 2;
 
@@ -194,10 +204,11 @@ impl SimdModel {
 
     /// Packs every layer of `model`, to run on `threads` workers (a pool of its own).
     ///
-    /// The workers meet at every step, so one worker per free core is fastest, except for very
-    /// small steps, where a hand-over between cores costs more than half of a step saves:
-    /// calls whose steps are all under [`ALONE_BELOW_STEP_FLOPS`] (a GRU at B = 1 up to
-    /// I = H = 40) run on the calling thread alone
+    /// The workers meet at every step of small batches, so one worker per free core is
+    /// fastest, except for small steps, where the meeting costs more than half of a step
+    /// saves: calls whose steps are all under [`ALONE_BELOW_STEP_FLOPS`] (a GRU at B = 1 up to
+    /// I = H = 115, at B = 4 up to 57) run on the calling thread alone, unless their batch is
+    /// large enough to split by rows, which meet only once per chunk of steps
     /// ([`set_alone_below_step_flops`](Self::set_alone_below_step_flops)).
     ///
     /// With more workers than free cores (several models or processes sharing the cores), a
@@ -255,9 +266,12 @@ impl SimdModel {
 
     /// Calls (and streams started later) whose every step is under `flops` run on the calling
     /// thread alone, whatever the number of workers: one step of each layer at the call's
-    /// batch, `2·G·H·(I + H)·B` FLOPs. By default [`ALONE_BELOW_STEP_FLOPS`], where a
-    /// hand-over between two cores cost more than half of a step saved here; a machine whose
-    /// cores are further apart (two sockets) may want more. 0 puts every call on all workers.
+    /// batch, `2·G·H·(I + H)·B` FLOPs. Calls whose batch splits by rows (at least four rows
+    /// per worker, and weights of at most 16 MiB) still use every worker: their workers meet
+    /// only once per chunk of steps. By default [`ALONE_BELOW_STEP_FLOPS`], where the workers'
+    /// meeting after every step cost more than half of a step saved here; a machine whose
+    /// cores are closer (the AMD EPYC the project began on) wants less, one whose cores are
+    /// further apart (two sockets) more. 0 puts every call on all workers.
     ///
     /// ```
     /// use gru_core::{CellKind, GruVariant, LayerWeights};
@@ -280,11 +294,19 @@ impl SimdModel {
     }
 
     /// Whether every step of every layer at `batch` is under
-    /// [`Self::alone_below_step_flops`].
-    pub(crate) fn tiny_steps(&self, batch: usize) -> bool {
-        self.layers
-            .iter()
-            .all(|layer| layer.flops(batch) < self.alone_below_step_flops)
+    /// [`Self::alone_below_step_flops`] and needs the workers to meet after it: split by
+    /// panels, as a stream's always are and a sequence's are unless its batch is large enough
+    /// to split by rows ([`splits_by_rows`]). Rows split meet only once per chunk of steps, so
+    /// small steps gain from the team there (a sequence at B = 8, I = H = 32, 2 threads: 0.71×
+    /// the time of one).
+    pub(crate) fn tiny_steps(&self, batch: usize, steps: StepSplit) -> bool {
+        let threads = self.workers.threads();
+        self.layers.iter().all(|layer| {
+            let weight_vectors = layer.input_vectors() + layer.recurrent_vectors();
+            let by_rows =
+                steps == StepSplit::RowsWhenLarge && splits_by_rows(threads, batch, weight_vectors);
+            !by_rows && layer.flops(batch) < self.alone_below_step_flops
+        })
     }
 
     /// How the weights are packed, which decides the tiles' vector width.
@@ -343,7 +365,7 @@ impl RecurrentKernel for SimdModel {
         let config = self.config;
         input.validate(&config)?;
         let mut out = SequenceOutput::zeros(&config, input);
-        let tiny_steps = self.tiny_steps(input.batch);
+        let tiny_steps = self.tiny_steps(input.batch, StepSplit::RowsWhenLarge);
         let Self {
             layers,
             workers,
@@ -1135,7 +1157,12 @@ pub(crate) mod tests {
             let model = two_layer_model(cell, input, 20, false);
             let mut one = SimdModel::new(&model).unwrap();
             let mut two = SimdModel::with_threads(&model, 2).unwrap();
-            assert!(two.tiny_steps(3) && !two.tiny_steps(8));
+            assert!(two.tiny_steps(3, StepSplit::RowsWhenLarge));
+            // A sequence of 8 rows splits by rows (four per worker), whose workers meet once
+            // per chunk: never tiny. A stream of 8 is (2·G·20·40·8 ≤ 51 200 FLOPs), and one of
+            // 40 not (at least 192 000).
+            assert!(!two.tiny_steps(8, StepSplit::RowsWhenLarge));
+            assert!(two.tiny_steps(8, StepSplit::Panels) && !two.tiny_steps(40, StepSplit::Panels));
             let (t, b) = (7, 3);
             let x: Vec<f32> = (0..t * b * input).map(|k| (k as f32).sin()).collect();
             let input = SequenceInput::new(&x, t, b);

@@ -9,7 +9,7 @@ use wide::f32x8;
 use crate::balance::{BusyClock, WorkerSplits};
 use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
-use crate::sequence::{REBALANCE_STEPS, SimdModel};
+use crate::sequence::{REBALANCE_STEPS, SimdModel, StepSplit};
 use crate::step::{CellScratch, panel_groups, recurrent_step};
 use crate::threading::{ALONE_BELOW_FLOPS, JobSize, SharedVectors, WorkerBarrier};
 use crate::tiles::PanelOrder;
@@ -118,7 +118,7 @@ impl SimdModel {
                 .map(|layer| layer.flops(batch))
                 .fold(0, usize::saturating_add)
                 < ALONE_BELOW_FLOPS,
-            tiny: self.tiny_steps(batch),
+            tiny: self.tiny_steps(batch, StepSplit::Panels),
             last_step: None,
         })
     }

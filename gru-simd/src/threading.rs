@@ -296,23 +296,31 @@ struct Team {
 pub const ALONE_BELOW_FLOPS: usize = 16_000_000;
 
 /// A job whose every step is under this many FLOPs (one step of a layer at the job's batch,
-/// `2·G·H·(I + H)·B`) runs on the calling thread alone, awake team or not
-/// ([`Workers::run_alone`]): the workers meet after every step, and a hand-over between cores
-/// cost more than half of such a step saved. Measured here with `gru bench` on 2 threads
-/// against 1, µs per call (one to three runs minutes apart): a GRU step at B = 1,
-/// I = H = 16 (4.6 kFLOP) 0.63 against 0.27, 32 (12.3 kFLOP) 0.72–0.77 against 0.36–0.55,
-/// 40 (19.2 kFLOP) 0.70–0.91 against 0.62–0.87; a sequence of 100 steps at 32, 46 against 26.
-/// From about 20 to 50 kFLOP, two workers were faster in some runs and slower in others; at
-/// I = H = 64 (49 kFLOP) they were faster in all three.
-pub const ALONE_BELOW_STEP_FLOPS: usize = 20_000;
+/// `2·G·H·(I + H)·B`), and whose workers would meet after every step (steps split by panels),
+/// runs on the calling thread alone, awake team or not ([`Workers::run_alone`]): there the
+/// meeting and the smaller tiles each worker is left with cost more than half of such a step
+/// saves. About 2 µs of one core's work at the 70–95 GFLOP/s such small steps run at here.
+///
+/// Measured on the Intel Xeon (2 vCPUs, 2026-11-29; `gru bench --json` with `--threads 1`
+/// against `--threads 2`, medians of three rounds, GRU and LSTM, sequences of 100 steps and
+/// single steps, B = 1 to 64, I = H = 32 to 160; 80 shapes): two workers were slower up to
+/// 2.1× (GRU, B = 1, I = H = 48, 28 kFLOP), 1.73× at 64 (49 kFLOP), 1.25× at B = 4,
+/// I = H = 64 (197 kFLOP), and about even at B = 1, I = H = 96 (111 kFLOP), B = 2 at 96
+/// (221 kFLOP) and B = 4 at 96 (442 kFLOP); faster from B = 1, I = H = 112 (150 kFLOP, 0.95×)
+/// and 128 (197 kFLOP, 0.85–0.93×). Over those shapes, this threshold's choice took 1.013× the
+/// time of the better of the two (geometric mean; worst 1.25×, at B = 4, I = H = 64), against
+/// 1.108× (worst 2.1×) for the 20 kFLOP the AMD EPYC the project began on had called for
+/// (there, two workers were already faster at B = 1, I = H = 64: 1.17–1.29 µs a step against
+/// 1.30–1.65).
+pub const ALONE_BELOW_STEP_FLOPS: usize = 160_000;
 
 /// The size of a job, for [`Workers::run_alone`].
 #[derive(Clone, Copy, Debug)]
 pub struct JobSize {
     /// Under [`ALONE_BELOW_FLOPS`]: after a pause it runs alone rather than wake the team.
     pub small: bool,
-    /// Every step (between two meetings of the workers) under [`ALONE_BELOW_STEP_FLOPS`], or
-    /// the model's own threshold: it always runs alone.
+    /// Every step under [`ALONE_BELOW_STEP_FLOPS`] (or the model's own threshold) with the
+    /// workers meeting after each: it always runs alone.
     pub tiny_steps: bool,
 }
 
