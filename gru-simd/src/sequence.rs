@@ -45,7 +45,8 @@ const L2_VECTORS: usize = 1 << 15;
 /// 512, LSTM 0.987× and 1.045×.
 const LONG_CHUNK_VECTORS: usize = 1 << 17;
 
-/// Rows per worker below which the batch is not split by rows.
+/// Rows per worker below which the batch is not split by rows, unless the layer is small
+/// ([`splits_by_rows`]).
 const MIN_ROWS_PER_WORKER: usize = 4;
 
 /// Packed weights (`W_ih` and `W_hh`, in vectors: 16 MiB, half of this machine's 32 MiB L3)
@@ -68,10 +69,27 @@ const ROW_SPLIT_MAX_WEIGHT_VECTORS: usize = 1 << 19;
 /// Intel Xeon (2 MiB L2 per core, an L3 the guest reports as 480 MiB), splitting B = 64 at
 /// I = H = 1024 by rows took the GRU 1.047× the time of the panel split and the LSTM 0.996×
 /// (6 alternating rounds), so the limit stays.
+///
+/// A small layer, whose packed weights stay in one core's L2 ([`L2_VECTORS`]: a GRU up to
+/// I = H = 208, an LSTM up to 176), splits by rows from more rows than workers on: each worker then
+/// streams all the weights from its own L2, and the workers meet once per chunk of steps instead of
+/// after every step. Rows go to workers in pairs ([`ROW_GRANULE`]), each pair one two-row strip of
+/// tiles across all the weights, so a worker's time follows its pairs: unless the pairs share out
+/// evenly, the worker with more of them takes longer than the whole panel split, and only layers
+/// small enough for the meeting to dominate (a quarter of that size: a GRU up to I = H = 104, an
+/// LSTM up to 88) gain from the rows regardless. On the Intel Xeon, 2 threads, against the panel
+/// split (3 alternating rounds, medians): with even pairs (B = 3, 4, 7) GRU 0.52–0.85× the time at
+/// I = H = 32 to 128, LSTM 0.61–0.87×; with uneven ones (B = 5, 6) at 32 and 64 GRU 0.65–0.95×,
+/// LSTM 0.76–0.90×, but at 128 GRU 0.92–1.01×, LSTM 0.96–1.06×, and GRU B = 5 at I = H = 200 1.23×
+/// (4 rounds). At 256 (1.5 and 2 MiB) the rows won at B = 4 and 7 (0.90–0.95×) and lost at 3, 5 and
+/// 6 (1.02–1.35×), at 512 they lost at every B (1.34–2.42×), and with one row per worker (B = 2) at
+/// every size (1.00–2.77×).
 fn splits_by_rows(threads: usize, batch: usize, weight_vectors: usize) -> bool {
-    threads > 1
-        && batch >= MIN_ROWS_PER_WORKER * threads
-        && weight_vectors <= ROW_SPLIT_MAX_WEIGHT_VECTORS
+    let even_pairs = batch.div_ceil(ROW_GRANULE).is_multiple_of(threads);
+    let small_layer =
+        weight_vectors <= L2_VECTORS && (even_pairs || weight_vectors <= L2_VECTORS / 4);
+    let rows_enough = batch >= MIN_ROWS_PER_WORKER * threads || (batch > threads && small_layer);
+    threads > 1 && rows_enough && weight_vectors <= ROW_SPLIT_MAX_WEIGHT_VECTORS
 }
 
 /// How a job's steps are shared between the workers, for [`SimdModel::tiny_steps`].
@@ -266,8 +284,9 @@ impl SimdModel {
 
     /// Calls (and streams started later) whose every step is under `flops` run on the calling
     /// thread alone, whatever the number of workers: one step of each layer at the call's
-    /// batch, `2·G·H·(I + H)·B` FLOPs. Calls whose batch splits by rows (at least four rows
-    /// per worker, and weights of at most 16 MiB) still use every worker: their workers meet
+    /// batch, `2·G·H·(I + H)·B` FLOPs. Calls whose batch splits by rows (from four rows per
+    /// worker on, or, for layers whose weights stay in one core's L2, from more rows than
+    /// workers if they share out evenly in pairs) still use every worker: their workers meet
     /// only once per chunk of steps. By default [`ALONE_BELOW_STEP_FLOPS`], where the workers'
     /// meeting after every step cost more than half of a step saved here; a machine whose
     /// cores are closer (the AMD EPYC the project began on) wants less, one whose cores are
@@ -1049,16 +1068,27 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn large_batches_split_by_rows_only_while_the_weights_take_half_an_l3_at_most() {
+    fn rows_split_needs_rows_enough_and_weights_within_half_an_l3() {
         // GRU, I = H = 512: 6 MiB of packed weights. B = 64 on 2 threads splits by rows.
         assert!(splits_by_rows(2, 64, 2 * 512 * 3 * 64));
         // Exactly 16 MiB still splits by rows.
         assert!(splits_by_rows(2, 64, ROW_SPLIT_MAX_WEIGHT_VECTORS));
         // GRU, I = H = 1024: 24 MiB, by panels.
         assert!(!splits_by_rows(2, 64, 2 * 1024 * 3 * 128));
-        // Fewer than four rows per worker, or one worker: never by rows.
-        assert!(splits_by_rows(2, 8, 1));
-        assert!(!splits_by_rows(2, 7, 1));
+        // Fewer than four rows per worker: by rows only while the weights stay in one core's
+        // L2, and only with more rows than workers. One worker: never by rows.
+        let (gru_128, gru_256) = (2 * 128 * 3 * 16, 2 * 256 * 3 * 32);
+        assert!(splits_by_rows(2, 8, gru_256));
+        assert!(!splits_by_rows(2, 7, gru_256));
+        assert!(splits_by_rows(2, 3, gru_128) && splits_by_rows(2, 3, L2_VECTORS));
+        assert!(!splits_by_rows(2, 3, L2_VECTORS + 1));
+        assert!(!splits_by_rows(2, 2, gru_128));
+        // Row pairs that do not share out evenly (3 among 2 workers): by rows only for
+        // layers of a quarter of that size.
+        let gru_96 = 2 * 96 * 3 * 12;
+        assert!(!splits_by_rows(2, 5, gru_128) && !splits_by_rows(2, 6, gru_128));
+        assert!(splits_by_rows(2, 5, gru_96) && splits_by_rows(2, 5, L2_VECTORS / 4));
+        assert!(splits_by_rows(2, 7, gru_128) && splits_by_rows(3, 5, gru_128));
         assert!(!splits_by_rows(1, 64, 1));
     }
 
@@ -1153,17 +1183,17 @@ pub(crate) mod tests {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let input = 6;
         for cell in [Cell::Gru(GruVariant::ResetAfter), Cell::Lstm] {
-            // One step of a layer at B = 3: 2·G·20·(6 or 20 + 20)·3 FLOPs, at most 19 200.
+            // One step of a layer at B = 2: 2·G·20·(6 or 20 + 20)·2 FLOPs, at most 12 800.
             let model = two_layer_model(cell, input, 20, false);
             let mut one = SimdModel::new(&model).unwrap();
             let mut two = SimdModel::with_threads(&model, 2).unwrap();
-            assert!(two.tiny_steps(3, StepSplit::RowsWhenLarge));
-            // A sequence of 8 rows splits by rows (four per worker), whose workers meet once
-            // per chunk: never tiny. A stream of 8 is (2·G·20·40·8 ≤ 51 200 FLOPs), and one of
+            assert!(two.tiny_steps(2, StepSplit::RowsWhenLarge));
+            // A sequence of 3 rows of this small layer splits by rows, whose workers meet once
+            // per chunk: never tiny. A stream of 3 is (2·G·20·40·3 ≤ 19 200 FLOPs), and one of
             // 40 not (at least 192 000).
-            assert!(!two.tiny_steps(8, StepSplit::RowsWhenLarge));
-            assert!(two.tiny_steps(8, StepSplit::Panels) && !two.tiny_steps(40, StepSplit::Panels));
-            let (t, b) = (7, 3);
+            assert!(!two.tiny_steps(3, StepSplit::RowsWhenLarge));
+            assert!(two.tiny_steps(3, StepSplit::Panels) && !two.tiny_steps(40, StepSplit::Panels));
+            let (t, b) = (7, 2);
             let x: Vec<f32> = (0..t * b * input).map(|k| (k as f32).sin()).collect();
             let input = SequenceInput::new(&x, t, b);
             let want = one.forward(&input).unwrap();
