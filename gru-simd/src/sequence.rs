@@ -28,8 +28,9 @@ use crate::tiles::PanelOrder;
 /// (Split by rows, each worker's buffer keeps the size of the largest share it has had.)
 const CHUNK_VECTORS: usize = 1 << 15;
 
-/// Packed `W_ih` (in vectors, 1 MiB) above which it is taken not to stay in one core's L2
-/// (1 MiB on this project's machine, as on most current x86 server cores).
+/// Packed weights (in vectors, 1 MiB) above which they are taken not to stay in one core's L2
+/// (1 MiB on the AMD EPYC the project began on, 2 MiB on the Intel Xeon, which also holds
+/// other data).
 const L2_VECTORS: usize = 1 << 15;
 
 /// Upper bound (4 MiB) on the projection of one chunk for layers whose packed `W_ih` is larger
@@ -45,9 +46,18 @@ const L2_VECTORS: usize = 1 << 15;
 /// 512, LSTM 0.987× and 1.045×.
 const LONG_CHUNK_VECTORS: usize = 1 << 17;
 
-/// Rows per worker below which the batch is not split by rows, unless the layer is small
-/// ([`splits_by_rows`]).
-const MIN_ROWS_PER_WORKER: usize = 4;
+/// Rows per worker from which a batch splits by rows, by the size of the layer's packed weights,
+/// which every worker then streams once per step ([`splits_by_rows`]): weights that stay in one
+/// core's L2 ([`L2_VECTORS`]) need few rows to pay for it, weights that come from L3 more.
+fn min_rows_per_worker(weight_vectors: usize) -> usize {
+    if weight_vectors <= L2_VECTORS {
+        4
+    } else if weight_vectors <= 4 * L2_VECTORS {
+        8
+    } else {
+        16
+    }
+}
 
 /// Packed weights (`W_ih` and `W_hh`, in vectors: 16 MiB, half of this machine's 32 MiB L3)
 /// beyond which a large batch is split by panels rather than by rows.
@@ -70,6 +80,14 @@ const ROW_SPLIT_MAX_WEIGHT_VECTORS: usize = 1 << 19;
 /// I = H = 1024 by rows took the GRU 1.047× the time of the panel split and the LSTM 0.996×
 /// (6 alternating rounds), so the limit stays.
 ///
+/// Split by rows, each worker streams all the weights once per step for its rows, so the rows
+/// it needs to pay for that grow as the weights leave L2 ([`min_rows_per_worker`]). On the
+/// Intel Xeon, 2 threads, the split by panels against the split by rows from four rows per
+/// worker (3 alternating rounds, medians): at I = H = 512 (6 and 8 MiB, streamed from L3) it
+/// took 0.44× the time at B = 8 (GRU; LSTM 0.73×), 0.85–0.87× at 16 and 24, and 0.99× at 32;
+/// at 384 (3.4 and 4.5 MiB) 0.68–0.74× at B = 8; at 256 (1.5 and 2 MiB) 0.91–0.99× at B = 8,
+/// 1.02–1.04× at 12 and 1.07–1.14× at 16; at 128 (within L2) 1.18–1.27× at B = 8 and 16.
+///
 /// A small layer, whose packed weights stay in one core's L2 ([`L2_VECTORS`]: a GRU up to
 /// I = H = 208, an LSTM up to 176), splits by rows from more rows than workers on: each worker then
 /// streams all the weights from its own L2, and the workers meet once per chunk of steps instead of
@@ -88,7 +106,8 @@ fn splits_by_rows(threads: usize, batch: usize, weight_vectors: usize) -> bool {
     let even_pairs = batch.div_ceil(ROW_GRANULE).is_multiple_of(threads);
     let small_layer =
         weight_vectors <= L2_VECTORS && (even_pairs || weight_vectors <= L2_VECTORS / 4);
-    let rows_enough = batch >= MIN_ROWS_PER_WORKER * threads || (batch > threads && small_layer);
+    let rows_enough =
+        batch >= min_rows_per_worker(weight_vectors) * threads || (batch > threads && small_layer);
     threads > 1 && rows_enough && weight_vectors <= ROW_SPLIT_MAX_WEIGHT_VECTORS
 }
 
@@ -1070,16 +1089,22 @@ pub(crate) mod tests {
     #[test]
     fn rows_split_needs_rows_enough_and_weights_within_half_an_l3() {
         // GRU, I = H = 512: 6 MiB of packed weights. B = 64 on 2 threads splits by rows.
-        assert!(splits_by_rows(2, 64, 2 * 512 * 3 * 64));
+        let gru_512 = 2 * 512 * 3 * 64;
+        assert!(splits_by_rows(2, 64, gru_512));
         // Exactly 16 MiB still splits by rows.
         assert!(splits_by_rows(2, 64, ROW_SPLIT_MAX_WEIGHT_VECTORS));
         // GRU, I = H = 1024: 24 MiB, by panels.
         assert!(!splits_by_rows(2, 64, 2 * 1024 * 3 * 128));
+        // Weights from L3 need 16 rows per worker, up to 4 MiB 8, within L2 4.
+        let (gru_128, gru_256) = (2 * 128 * 3 * 16, 2 * 256 * 3 * 32);
+        assert!(splits_by_rows(2, 32, gru_512) && !splits_by_rows(2, 31, gru_512));
+        assert!(splits_by_rows(2, 16, gru_256) && !splits_by_rows(2, 15, gru_256));
+        assert!(splits_by_rows(2, 32, 4 * L2_VECTORS + 1));
+        assert!(!splits_by_rows(2, 31, 4 * L2_VECTORS + 1));
+        assert!(splits_by_rows(2, 16, 4 * L2_VECTORS));
+        assert!(splits_by_rows(2, 8, gru_128) && splits_by_rows(2, 8, L2_VECTORS));
         // Fewer than four rows per worker: by rows only while the weights stay in one core's
         // L2, and only with more rows than workers. One worker: never by rows.
-        let (gru_128, gru_256) = (2 * 128 * 3 * 16, 2 * 256 * 3 * 32);
-        assert!(splits_by_rows(2, 8, gru_256));
-        assert!(!splits_by_rows(2, 7, gru_256));
         assert!(splits_by_rows(2, 3, gru_128) && splits_by_rows(2, 3, L2_VECTORS));
         assert!(!splits_by_rows(2, 3, L2_VECTORS + 1));
         assert!(!splits_by_rows(2, 2, gru_128));
