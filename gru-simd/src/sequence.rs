@@ -244,8 +244,8 @@ impl SimdModel {
     /// The workers meet at every step of small batches, so one worker per free core is
     /// fastest, except for small steps, where the meeting costs more than half of a step
     /// saves: calls whose steps are all under [`ALONE_BELOW_STEP_FLOPS`] (a GRU at B = 1 up to
-    /// I = H = 115, at B = 4 up to 57) run on the calling thread alone, unless their batch is
-    /// large enough to split by rows, which meet only once per chunk of steps
+    /// I = H = 115, a stream of 4 rows up to 57) run on the calling thread alone, unless their
+    /// batch splits by rows, whose workers meet only once per chunk of steps
     /// ([`set_alone_below_step_flops`](Self::set_alone_below_step_flops)).
     ///
     /// With more workers than free cores (several models or processes sharing the cores), a

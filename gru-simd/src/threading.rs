@@ -311,7 +311,10 @@ pub const ALONE_BELOW_FLOPS: usize = 16_000_000;
 /// time of the better of the two (geometric mean; worst 1.25×, at B = 4, I = H = 64), against
 /// 1.108× (worst 2.1×) for the 20 kFLOP the AMD EPYC the project began on had called for
 /// (there, two workers were already faster at B = 1, I = H = 64: 1.17–1.29 µs a step against
-/// 1.30–1.65).
+/// 1.30–1.65). These sequences split by panels below four rows per worker, as all did then;
+/// since, sequences of small layers at B = 3 to 7 split by rows instead where that was faster
+/// still (`splits_by_rows` in `sequence.rs`; B = 4, I = H = 64 took 0.52× the time of the
+/// split by panels), and this rule no longer applies to them.
 pub const ALONE_BELOW_STEP_FLOPS: usize = 160_000;
 
 /// The size of a job, for [`Workers::run_alone`].
