@@ -111,14 +111,22 @@ fn splits_by_rows(threads: usize, batch: usize, weight_vectors: usize) -> bool {
     threads > 1 && rows_enough && weight_vectors <= ROW_SPLIT_MAX_WEIGHT_VECTORS
 }
 
+/// [`splits_by_rows`] for `layer`, whose packed `W_ih` and `W_hh` every worker would stream.
+fn layer_splits_by_rows(threads: usize, batch: usize, layer: &PackedLayer) -> bool {
+    splits_by_rows(
+        threads,
+        batch,
+        layer.input_vectors() + layer.recurrent_vectors(),
+    )
+}
+
 /// How a job's steps are shared between the workers, for [`SimdModel::tiny_steps`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StepSplit {
     /// Always by panels, the workers meeting after every step (a stream).
     Panels,
-    /// By rows when the batch is large enough ([`splits_by_rows`]), otherwise by panels (a
-    /// sequence).
-    RowsWhenLarge,
+    /// By rows where [`splits_by_rows`] says so, otherwise by panels (a sequence).
+    RowsOrPanels,
 }
 
 /// Rows move between workers in pairs: a pair still streams each weight once for two rows.
@@ -340,9 +348,8 @@ impl SimdModel {
     pub(crate) fn tiny_steps(&self, batch: usize, steps: StepSplit) -> bool {
         let threads = self.workers.threads();
         self.layers.iter().all(|layer| {
-            let weight_vectors = layer.input_vectors() + layer.recurrent_vectors();
             let by_rows =
-                steps == StepSplit::RowsWhenLarge && splits_by_rows(threads, batch, weight_vectors);
+                steps == StepSplit::RowsOrPanels && layer_splits_by_rows(threads, batch, layer);
             !by_rows && layer.flops(batch) < self.alone_below_step_flops
         })
     }
@@ -403,7 +410,7 @@ impl RecurrentKernel for SimdModel {
         let config = self.config;
         input.validate(&config)?;
         let mut out = SequenceOutput::zeros(&config, input);
-        let tiny_steps = self.tiny_steps(input.batch, StepSplit::RowsWhenLarge);
+        let tiny_steps = self.tiny_steps(input.batch, StepSplit::RowsOrPanels);
         let Self {
             layers,
             workers,
@@ -683,8 +690,7 @@ impl DirectionRun<'_> {
                 ..CarriedSplit::default()
             };
         }
-        let weight_vectors = layer.input_vectors() + layer.recurrent_vectors();
-        if splits_by_rows(threads, batch, weight_vectors) {
+        if layer_splits_by_rows(threads, batch, layer) {
             let last = carried
                 .rows
                 .take()
@@ -1212,11 +1218,11 @@ pub(crate) mod tests {
             let model = two_layer_model(cell, input, 20, false);
             let mut one = SimdModel::new(&model).unwrap();
             let mut two = SimdModel::with_threads(&model, 2).unwrap();
-            assert!(two.tiny_steps(2, StepSplit::RowsWhenLarge));
+            assert!(two.tiny_steps(2, StepSplit::RowsOrPanels));
             // A sequence of 3 rows of this small layer splits by rows, whose workers meet once
             // per chunk: never tiny. A stream of 3 is (2·G·20·40·3 ≤ 19 200 FLOPs), and one of
             // 40 not (at least 192 000).
-            assert!(!two.tiny_steps(3, StepSplit::RowsWhenLarge));
+            assert!(!two.tiny_steps(3, StepSplit::RowsOrPanels));
             assert!(two.tiny_steps(3, StepSplit::Panels) && !two.tiny_steps(40, StepSplit::Panels));
             let (t, b) = (7, 2);
             let x: Vec<f32> = (0..t * b * input).map(|k| (k as f32).sin()).collect();
