@@ -52,6 +52,15 @@ pub fn fma_peak(threads: usize, seconds: f64, layout: PanelLayout) -> std::io::R
 /// Bytes/s one thread reads from a buffer of `bytes` bytes streamed over and over (while
 /// `threads − 1` other threads do the same on buffers of their own, as the kernels do).
 ///
+/// The passes alternate direction, as the kernels' batch-1 steps alternate their panel order
+/// ([`PanelOrder`](gru_simd::tiles::PanelOrder)): each pass starts on the lines the last one
+/// read last, still in cache. Read in one direction, a buffer larger than L2 misses L2 on
+/// every line, and the kernels beat that "floor": on the Intel Xeon, the GRU at B = 1,
+/// I = H = 1024 (a 6 MiB share of `W_hh` per worker) ran at 107 % of it. Alternating (three
+/// runs on 2 threads, against three before), the reads measured 32–33 GB/s per thread at
+/// 6 MiB (23–26 before), 107–124 at 1.5 MiB (93–103), 67 at 2 MiB (40–57, one run), the same
+/// at 384 KiB (about 149), and that GRU ran at 83–85 % of the floor, at I = H = 512 51–56 %.
+///
 /// # Errors
 /// When the system refuses to start a thread.
 pub fn read_bandwidth_per_thread(
@@ -68,11 +77,17 @@ pub fn read_bandwidth_per_thread(
         while start.elapsed().as_secs_f64() < seconds {
             let t = Instant::now();
             let passes = (1 << 24) / vectors + 1;
-            for _ in 0..passes {
-                for chunk in black_box(&buffer).chunks_exact(4) {
+            for pass in 0..passes {
+                let chunks = black_box(&buffer).chunks_exact(4);
+                let mut add = |chunk: &[f32x8]| {
                     for (s, &v) in sums.iter_mut().zip(chunk) {
                         *s += v;
                     }
+                };
+                if pass % 2 == 0 {
+                    chunks.for_each(&mut add);
+                } else {
+                    chunks.rev().for_each(&mut add);
                 }
             }
             let read = (passes * vectors / 4 * 4 * 32) as f64;

@@ -60,8 +60,8 @@ struct AccuracyArgs {
 
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// Shapes as B:T:I:H, comma-separated [default: B ∈ {1, 64}, I = H ∈ {128, 256, 512, 1024},
-    /// T = 100 (50 at 1024), T = 1 in step mode].
+    /// Shapes as B:T:I:H, comma-separated, T = 1 in step mode [default: B ∈ {1, 64},
+    /// I = H ∈ {128, 256, 512, 1024}, T = 100 (50 at 1024), T = 1 in step mode].
     #[arg(long, value_delimiter = ',', value_name = "B:T:I:H")]
     shapes: Option<Vec<gru_bench::commands::bench::Shape>>,
     /// Worker threads of the simd model, 1 to 1024 [default: all cores]. Shapes whose steps

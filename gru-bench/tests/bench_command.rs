@@ -144,6 +144,8 @@ fn bad_options_fail_with_one_line() {
         &["run", "--threads", "0"],
         &["bench", "--seconds", "-1"],
         &["bench", "--lanes", "7"],
+        // Step mode times one timestep per call; T = 100 would count 100 steps' FLOPs.
+        &["bench", "--mode", "step", "--shapes", "1:100:4:4"],
         // A plot that cannot be written fails before the measuring, not after it.
         &[
             "bench",

@@ -506,6 +506,14 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
         .shapes
         .clone()
         .unwrap_or_else(|| default_shapes(options.mode));
+    // A step is one timestep per call: a longer T would be counted as FLOPs never done.
+    if options.mode == Mode::Step
+        && let Some(shape) = shapes.iter().find(|s| s.seq_len != 1)
+    {
+        return Err(CliError(format!(
+            "--mode step times one timestep per call, so T must be 1 (got {shape})"
+        )));
+    }
     // Also before measuring: a shape that does not fit in memory is an error, not an abort
     // at its first allocation minutes later.
     check_memory(&shapes, &options.cells, available_memory())?;
