@@ -9,12 +9,14 @@
 //! - `gru_projection_tile_8x3/k{128,1024}`: the same tile summed in blocks, as the input
 //!   projection sums ([`sum_block`](gru_simd::microkernel::sum_block): 16 inputs at k = 128,
 //!   32 at k = 1024).
-//! - `lstm_tile_8x2/k{128,1024}` and `lstm_projection_tile_8x2/k{128,1024}`: the same for
-//!   the LSTM's tiles, 8 rows × 1 pair × 2 gates (each of its two packs; 16 accumulators),
-//!   with 16 and 128 KiB of weights.
+//! - `lstm_tile_6x4/k{128,1024}` and `lstm_projection_tile_6x4/k{128,1024}`: the same for
+//!   the LSTM's tiles, 6 rows × 1 pair × 4 gates (24 accumulators), with 32 and 256 KiB of
+//!   weights; `lstm_tile_4x4` its short blocks of four rows.
+//! - `reset_before_gates_tile_8x2`: the reset-before GRU's `[r, z]` tiles, 8 rows × 2 gates
+//!   (the LSTM's until its four gates went into one pack: 0.90–0.99× the GRU tile's rate).
 //!
-//! Throughput is in FLOPs (`2·16·G·8·k` per tile of `G` gates), so that the GRU's and the
-//! LSTM's tiles compare directly. Nothing runs on a CPU without AVX-512F.
+//! Throughput is in FLOPs (`2·16·G·R·k` per tile of `G` gates and `R` rows), so that the
+//! tiles compare directly. Nothing runs on a CPU without AVX-512F.
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64 {
@@ -30,7 +32,6 @@ mod x86_64 {
     use gru_simd::simd_level::{FMA_CHAINS, fma_chains};
     use wide::f32x8;
 
-    const ROWS: usize = 8;
     const BLOCKS: usize = 8;
 
     /// Every block's tile over `weights` (one pair, `k_len` rows of `2·GATES` vectors), in
@@ -40,7 +41,7 @@ mod x86_64 {
     /// # Safety
     /// The CPU supports AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tiles<const GATES: usize>(
+    unsafe fn tiles<const GATES: usize, const ROWS: usize>(
         weights: &[f32x8],
         inputs: &[f32],
         k_len: usize,
@@ -99,18 +100,20 @@ mod x86_64 {
         for k_len in [128, 1024] {
             // SAFETY: the CPU supports AVX-512F, checked above.
             unsafe {
-                tile_benches::<3>(&mut group, "gru", k_len);
-                tile_benches::<2>(&mut group, "lstm", k_len);
+                tile_benches::<3, 8>(&mut group, "gru", k_len);
+                tile_benches::<4, 6>(&mut group, "lstm", k_len);
+                tile_benches::<4, 4>(&mut group, "lstm", k_len);
+                tile_benches::<2, 8>(&mut group, "reset_before_gates", k_len);
             }
         }
         group.finish();
     }
 
-    /// `{cell}_tile_8x{GATES}` and `{cell}_projection_tile_8x{GATES}` over `k_len`.
+    /// `{cell}_tile_{ROWS}x{GATES}` and `{cell}_projection_tile_{ROWS}x{GATES}` over `k_len`.
     ///
     /// # Safety
     /// The CPU supports AVX-512F.
-    unsafe fn tile_benches<const GATES: usize>(
+    unsafe fn tile_benches<const GATES: usize, const ROWS: usize>(
         group: &mut BenchmarkGroup<'_, WallTime>,
         cell: &str,
         k_len: usize,
@@ -129,7 +132,7 @@ mod x86_64 {
             group.bench_function(BenchmarkId::new(name, format!("k{k_len}")), |b| {
                 // SAFETY: the CPU supports AVX-512F (the caller's contract).
                 b.iter(|| unsafe {
-                    tiles::<GATES>(black_box(&weights), black_box(&inputs), k_len, blocked)
+                    tiles::<GATES, ROWS>(black_box(&weights), black_box(&inputs), k_len, blocked)
                 })
             });
         }

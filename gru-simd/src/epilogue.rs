@@ -383,6 +383,50 @@ impl TileEpilogue<1> for GruResetBeforeCandidate<'_> {
     finish_through_columns!(1);
 }
 
+/// LSTM in one pass, all four gates i, f, g, o in one tile (the 16-lane tiles, whose 32
+/// registers hold six rows of four gates): `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`, `c`
+/// updated in place. The same operations on every lane as [`LstmInputForget`] then
+/// [`LstmCell`], so the same results, without storing `σ(i)` and `σ(f)` in between.
+pub struct LstmOnePass<'a> {
+    /// The step's inputs.
+    pub step: StepInputs<'a>,
+    /// The cell state, read and written by the tile that owns each (row, panel).
+    pub c: &'a SharedVectors,
+    /// Where the new hidden state goes.
+    pub h_next: &'a SharedVectors,
+}
+
+impl LstmOnePass<'_> {
+    /// [`TileEpilogue::finish`] for either width of column.
+    ///
+    /// # Safety
+    /// As [`TileEpilogue::finish`], for the column's panels.
+    #[inline(always)]
+    unsafe fn finish_column<C: Column>(&self, row: usize, column: C, [i, f, g, o]: [C::Lanes; 4]) {
+        let (index, h) = self.step.state(row, column);
+        // SAFETY: the caller has (row, column) to itself, in these buffers too.
+        unsafe {
+            if !self.step.is_active(row) {
+                column.store(self.h_next, index, h);
+                return;
+            }
+            let (i, f) = (sigmoid_lanes(i), sigmoid_lanes(f));
+            let c_new = f.mul_add(column.read(self.c, index), i * tanh_lanes(g));
+            column.store(self.c, index, c_new);
+            column.store(self.h_next, index, sigmoid_lanes(o) * tanh_lanes(c_new));
+        }
+    }
+}
+
+impl TileEpilogue<4> for LstmOnePass<'_> {
+    #[inline(always)]
+    fn init(&self, row: usize, panel: usize) -> [f32x8; 4] {
+        std::array::from_fn(|gate| self.step.projected(row, panel, gate))
+    }
+
+    finish_through_columns!(4);
+}
+
 /// LSTM, first half: gates i and f, stored (after the sigmoid) for the second half.
 pub struct LstmInputForget<'a> {
     /// The step's inputs.
@@ -628,6 +672,44 @@ mod tests {
         });
         assert_eq!(h[1].to_array(), h_prev[1].to_array());
         assert_eq!(c_now[1].to_array(), [0.0; 8]);
+
+        // One pass, from a nonzero cell state: the same bits as the two passes.
+        let c_start = [v(7.0), v(8.0)];
+        let (mut c_two, h_two) = (SharedVectors::zeros(2), SharedVectors::zeros(2));
+        let (mut c_one, h_one) = (SharedVectors::zeros(2), SharedVectors::zeros(2));
+        c_two.get_mut().copy_from_slice(&c_start);
+        c_one.get_mut().copy_from_slice(&c_start);
+        let second = LstmCell {
+            c: &c_two,
+            h_next: &h_two,
+            ..second
+        };
+        let one_pass = LstmOnePass {
+            step,
+            c: &c_one,
+            h_next: &h_one,
+        };
+        for row in 0..2 {
+            // SAFETY: single-threaded test.
+            unsafe {
+                first.finish(row, 0, first.init(row, 0));
+                second.finish(row, 0, second.init(row, 0));
+                one_pass.finish(row, 0, one_pass.init(row, 0));
+            }
+        }
+        // SAFETY: single-threaded test.
+        unsafe {
+            for (two, one) in [(&c_two, &c_one), (&h_two, &h_one)] {
+                let bits = |v: &SharedVectors| {
+                    v.read(0..2)
+                        .iter()
+                        .flat_map(|x| x.to_array())
+                        .map(f32::to_bits)
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(two), bits(one));
+            }
+        }
     }
 
     #[test]

@@ -5,15 +5,17 @@
 //! register tile holds every gate of its 8 units and the epilogue can finish them at once:
 //!
 //! - **input weights** (`W_ih`), panel-contiguous: panel `p` is `[I, G, 8]` (k, gate, unit);
-//!   LSTM's in two packs, `[i, f]` and `[g, o]`, for the same reason as its recurrent weights
-//!   below. The input projection streams them straight from the packed panels, a chunk of
+//!   LSTM's, for the 8-lane tiles, in two packs, `[i, f]` and `[g, o]`, for the same reason as
+//!   its recurrent weights below. The input projection streams them straight from the packed panels, a chunk of
 //!   steps at a time or one step at a time, so they are never repacked.
 //! - **recurrent weights** (`W_hh`), panel-contiguous: panel `p` is `[H, G', 8]` (k, gate, unit),
 //!   one unbroken stream per panel so each thread's share stays hot in its own cache.
 //!   ResetAfter GRU uses one pack of all gates; ResetBefore GRU uses two, `[r, z]` and `[n]`,
 //!   because its `n` product needs `r ⊙ h` of every unit first; LSTM uses two, `[i, f]` and
-//!   `[g, o]`, so that a tile of two gates can cover six rows in the 16 vector registers
-//!   (four gates allow only two).
+//!   `[g, o]`, for the 8-lane tiles, so that a tile of two gates can cover six rows in the 16
+//!   vector registers (four gates allow only two), and one of all four for the 16-lane tiles,
+//!   whose 32 registers hold six rows of four gates: one pass per step, no `σ(i)` and `σ(f)`
+//!   stored between two (see `LstmOnePass` in the epilogues).
 //! - **biases**: every bias that is simply added is folded into the projection's bias
 //!   (`b_ih + b_hh`); only ResetAfter's `b_hn` stays apart, since `r` multiplies it.
 //!
@@ -209,15 +211,16 @@ pub struct PackedLayer {
     cell: Cell,
     input_size: usize,
     hidden_size: usize,
-    /// `W_ih`: all gates, or (LSTM) `[i, f]` and `[g, o]`.
+    /// `W_ih`: all gates, or (LSTM, 8-lane tiles) `[i, f]` and `[g, o]`.
     input: Vec<PanelPack>,
     /// Bias of the projection, `[G·Hp]` interleaved (`G·panels` vectors).
     projection_bias: Vec<f32x8>,
     /// ResetAfter's `b_hn` per panel; empty for the other cells.
     hn_bias: Vec<f32x8>,
-    /// All gates (ResetAfter), `[r, z]` (ResetBefore) or `[i, f]` (LSTM).
+    /// All gates (ResetAfter; LSTM, 16-lane tiles), `[r, z]` (ResetBefore) or `[i, f]`
+    /// (LSTM, 8-lane tiles).
     recurrent: PanelPack,
-    /// `[n]` (ResetBefore) or `[g, o]` (LSTM).
+    /// `[n]` (ResetBefore) or `[g, o]` (LSTM, 8-lane tiles).
     recurrent_second: Option<PanelPack>,
 }
 
@@ -260,7 +263,10 @@ impl PackedLayer {
         let input_pack = |gates: &[usize]| {
             PanelPack::new(hidden, input, gates, layout, |g, unit| w.w_ih_row(g, unit))
         };
-        let input_packs = if cell == Cell::Lstm {
+        // The 8-lane tiles fit six rows of the LSTM's gates in their 16 registers two gates at
+        // a time; the 16-lane tiles, with 32, six rows of all four.
+        let lstm_in_two_packs = cell == Cell::Lstm && layout == PanelLayout::Contiguous;
+        let input_packs = if lstm_in_two_packs {
             vec![
                 input_pack(&[lstm_gate::I, lstm_gate::F]),
                 input_pack(&[lstm_gate::G, lstm_gate::O]),
@@ -293,7 +299,7 @@ impl PackedLayer {
                 recurrent_pack(&[gru_gate::R, gru_gate::Z]),
                 Some(recurrent_pack(&[gru_gate::N])),
             ),
-            Cell::Lstm => (
+            Cell::Lstm if lstm_in_two_packs => (
                 recurrent_pack(&[lstm_gate::I, lstm_gate::F]),
                 Some(recurrent_pack(&[lstm_gate::G, lstm_gate::O])),
             ),
@@ -344,7 +350,8 @@ impl PackedLayer {
         .into_iter()
         .fold(1, usize::saturating_mul)
     }
-    /// `W_ih`: one pack of all gates, or (LSTM) `[i, f]` then `[g, o]`. The packs' gates,
+    /// `W_ih`: one pack of all gates, or (LSTM, 8-lane tiles) `[i, f]` then `[g, o]`. The
+    /// packs' gates,
     /// in order, are the projection's gates in order.
     pub fn input(&self) -> &[PanelPack] {
         &self.input
@@ -361,7 +368,7 @@ impl PackedLayer {
     pub fn recurrent(&self) -> &PanelPack {
         &self.recurrent
     }
-    /// The second recurrent pack: ResetBefore's `[n]`, LSTM's `[g, o]`.
+    /// The second recurrent pack: ResetBefore's `[n]`, LSTM's `[g, o]` (8-lane tiles).
     pub fn recurrent_second(&self) -> Option<&PanelPack> {
         self.recurrent_second.as_ref()
     }
@@ -438,6 +445,11 @@ mod tests {
             .flat_map(|pack| pack.gates.iter().copied())
             .collect();
         assert_eq!(input_gates, (0..g_count).collect::<Vec<_>>());
+        // LSTM in two packs of two gates only for the 8-lane tiles; ResetBefore always in two.
+        let lstm_in_two = cell == Cell::Lstm && layout == PanelLayout::Contiguous;
+        let recurrent_in_two = lstm_in_two || cell == Cell::Gru(GruVariant::ResetBefore);
+        assert_eq!(packed.input().len(), if lstm_in_two { 2 } else { 1 });
+        assert_eq!(packed.recurrent_second().is_some(), recurrent_in_two);
         let input_packs = packed.input().iter().map(|pack| (pack, input, true));
         let recurrent_packs = std::iter::once(packed.recurrent())
             .chain(packed.recurrent_second())

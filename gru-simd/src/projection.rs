@@ -47,7 +47,13 @@ pub unsafe fn project(
             2 => unsafe {
                 project_pack::<2, 6, 6, 3>(layer, pack, first_gate, x, x_stride, out, rows, panels)
             },
-            g => unreachable!("input packs hold 3 or 2 gates, not {g}"),
+            // The LSTM's one pack, made only in pairs: the 16-lane tiles have six rows and short
+            // blocks of four (`tiles::pairs`); the 8-lane sizes here never run.
+            // SAFETY: as above.
+            4 => unsafe {
+                project_pack::<4, 2, 3, 2>(layer, pack, first_gate, x, x_stride, out, rows, panels)
+            },
+            g => unreachable!("input packs hold 4, 3 or 2 gates, not {g}"),
         }
         first_gate += pack.gate_count();
     }
@@ -57,11 +63,12 @@ pub unsafe fn project(
 /// of two rows × `PAIR_PANELS` panels, or of one row × `PANELS` panels ([`run_tiles`]).
 ///
 /// An 8-lane tile must fit the 16 vector registers with its `G` weights and the broadcast
-/// input: 4 rows × 3 gates and 6 rows × 2 gates do (the 16-lane tiles, with 32 registers,
-/// have 8 rows of either). LSTM's four gates are therefore two packs of two.
-/// One pack of four allowed tiles of only 2 rows (3 × 4 spilled registers): on one thread,
-/// best of 30, its projection ran at 38–45 GFLOP/s with 3 × 4 and 62–69 with 2 × 4; the two
-/// packs of 6 × 2 then gained another 3–23 % on the whole LSTM.
+/// input: 4 rows × 3 gates and 6 rows × 2 gates do. LSTM's four gates are therefore two packs
+/// of two there: one pack of four allowed tiles of only 2 rows (3 × 4 spilled registers): on
+/// one thread, best of 30, its projection ran at 38–45 GFLOP/s with 3 × 4 and 62–69 with
+/// 2 × 4; the two packs of 6 × 2 then gained another 3–23 % on the whole LSTM. The 16-lane
+/// tiles, with 32 registers, have 8 rows of three gates or two, and 6 of the LSTM's four in
+/// one pack (`tiles::pairs`).
 ///
 /// # Safety
 /// As [`project`].

@@ -8,7 +8,7 @@ use wide::f32x8;
 
 use crate::epilogue::{
     GruResetAfter, GruResetBeforeCandidate, GruResetBeforeGates, LstmCell, LstmInputForget,
-    StepInputs,
+    LstmOnePass, StepInputs,
 };
 use crate::packing::{LANES, PackedLayer};
 use crate::threading::SharedVectors;
@@ -25,9 +25,9 @@ pub struct CellScratch {
     pub z: SharedVectors,
     /// `r ⊙ h` between the halves of a reset-before step.
     pub reset_state: SharedVectors,
-    /// `σ(i)` between the halves of an LSTM step.
+    /// `σ(i)` between the halves of an LSTM step in two passes (8-lane tiles).
     pub input_gate: SharedVectors,
-    /// `σ(f)` between the halves of an LSTM step.
+    /// `σ(f)` between the halves of an LSTM step in two passes (8-lane tiles).
     pub forget_gate: SharedVectors,
 }
 
@@ -39,12 +39,13 @@ impl CellScratch {
             layer.cell() == Cell::Lstm,
             layer.cell() == Cell::Gru(GruVariant::ResetBefore),
         );
+        let lstm_in_two_passes = lstm && layer.recurrent_second().is_some();
         Self {
             c: SharedVectors::zeros(if lstm { len } else { 0 }),
             z: SharedVectors::zeros(if reset_before { len } else { 0 }),
             reset_state: SharedVectors::zeros(if reset_before { len } else { 0 }),
-            input_gate: SharedVectors::zeros(if lstm { len } else { 0 }),
-            forget_gate: SharedVectors::zeros(if lstm { len } else { 0 }),
+            input_gate: SharedVectors::zeros(if lstm_in_two_passes { len } else { 0 }),
+            forget_gate: SharedVectors::zeros(if lstm_in_two_passes { len } else { 0 }),
         }
     }
 
@@ -70,8 +71,10 @@ impl CellScratch {
     /// Whether this scratch fits `rows` rows of `layer`.
     pub fn fits(&self, layer: &PackedLayer, rows: usize) -> bool {
         let fresh_len = |needed: bool| if needed { rows * layer.panels() } else { 0 };
-        self.c.len() == fresh_len(layer.cell() == Cell::Lstm)
+        let lstm = layer.cell() == Cell::Lstm;
+        self.c.len() == fresh_len(lstm)
             && self.z.len() == fresh_len(layer.cell() == Cell::Gru(GruVariant::ResetBefore))
+            && self.input_gate.len() == fresh_len(lstm && layer.recurrent_second().is_some())
     }
 }
 
@@ -225,8 +228,28 @@ pub unsafe fn recurrent_step(
                 );
             }
         }
+        // The LSTM packed in one pack of its four gates (the 16-lane tiles): one pass.
+        Cell::Lstm if layer.recurrent_second().is_none() => {
+            let epilogue = LstmOnePass {
+                step,
+                c: &scratch.c,
+                h_next,
+            };
+            // SAFETY: the caller has `rows × panels` of `h_next` and `scratch`.
+            unsafe {
+                run_tiles::<4, 2, 3, 2, _>(
+                    &epilogue,
+                    recurrent,
+                    as_floats(h_prev),
+                    stride,
+                    rows,
+                    panels,
+                    order,
+                );
+            }
+        }
         Cell::Lstm => {
-            // Two passes of two gates each, six panels at a time, so that `σ(i)` and `σ(f)`
+            // Packed in two packs of two gates (the 8-lane tiles): two passes of two gates each, six panels at a time, so that `σ(i)` and `σ(f)`
             // are read back from L1 right after they were written; the second pass needs only
             // this worker's own results of the first, so no synchronisation between them.
             let first = LstmInputForget {

@@ -361,6 +361,11 @@ mod tests {
                 check::<3, 2, 2>(k_len);
                 check::<3, 1, 4>(k_len);
                 check::<3, 1, 1>(k_len);
+                check::<4, 6, 1>(k_len);
+                check::<4, 4, 1>(k_len);
+                check::<4, 2, 2>(k_len);
+                check::<4, 1, 3>(k_len);
+                check::<4, 1, 1>(k_len);
                 check::<2, 8, 1>(k_len);
                 check::<2, 2, 3>(k_len);
                 check::<2, 1, 6>(k_len);

@@ -323,8 +323,13 @@ trait TileKernel {
     /// Rows of a block tile of `G` gates, given `ROWS`, the 8-lane choice.
     fn block_rows<const G: usize, const ROWS: usize>() -> usize;
 
-    /// The block tile of [`block_rows`](Self::block_rows) rows from `first_row`, on `column`,
-    /// bringing `prefetch` into L2 meanwhile (where the kind of tile does).
+    /// Rows of the short blocks that take a four-gate tile's remainder of four or more rows
+    /// ([`block_ends`]); 0 for none.
+    fn short_block_rows<const G: usize, const ROWS: usize>() -> usize;
+
+    /// The block tile of [`block_rows`](Self::block_rows) rows from `first_row` (of
+    /// [`short_block_rows`](Self::short_block_rows) when `short`), on `column`, bringing
+    /// `prefetch` into L2 meanwhile (where the kind of tile does).
     ///
     /// # Safety
     /// As [`run_tiles`], for those rows × `panels`.
@@ -337,6 +342,7 @@ trait TileKernel {
         column: usize,
         panels: &Range<usize>,
         prefetch: Prefetch,
+        short: bool,
     );
 
     /// A tile of `MR` rows × `NR` columns.
@@ -398,6 +404,12 @@ impl TileKernel for Lanes8 {
         ROWS
     }
 
+    /// None: the 8-lane tiles run no four-gate packs (the LSTM is two packs of two there).
+    #[inline(always)]
+    fn short_block_rows<const G: usize, const ROWS: usize>() -> usize {
+        0
+    }
+
     #[inline(always)]
     unsafe fn block<const G: usize, const ROWS: usize, E: TileEpilogue<G>>(
         epilogue: &E,
@@ -407,7 +419,9 @@ impl TileKernel for Lanes8 {
         column: usize,
         _panels: &Range<usize>,
         _prefetch: Prefetch,
+        short: bool,
     ) {
+        debug_assert!(!short, "no short blocks in 8-lane tiles");
         let block: [usize; ROWS] = std::array::from_fn(|m| first_row + m);
         let inputs = inputs.rows::<ROWS>(first_row);
         // SAFETY: the caller's rows and panel.
@@ -458,7 +472,8 @@ unsafe fn run_columns<
         k_len: weights.k_len,
     };
     let block_rows = K::block_rows::<G, ROWS>();
-    let blocked_end = rows.start + rows.len() / block_rows * block_rows;
+    let short_rows = K::short_block_rows::<G, ROWS>();
+    let (full_end, blocked_end) = block_ends(&rows, block_rows, short_rows);
     let leftover = blocked_end..rows.end;
     if blocked_end == rows.start {
         // SAFETY: all of the caller's rows and panels.
@@ -475,19 +490,27 @@ unsafe fn run_columns<
         !leftover.is_empty(),
         (blocked_end - rows.start) * weights.k_len * size_of::<f32>(),
     );
+    let full_blocks = (rows.start..full_end)
+        .step_by(block_rows)
+        .map(|first| (first, false));
+    let short_blocks = (full_end..blocked_end)
+        .step_by(short_rows.max(1))
+        .map(|first| (first, true));
     for group in order.groups(columns, group_width) {
         for j in 0..group.len() {
             let column = group.start + order.position(group.len(), j);
             let next =
                 (j + 1 < group.len()).then(|| group.start + order.position(group.len(), j + 1));
-            for (block, first) in (rows.start..blocked_end).step_by(block_rows).enumerate() {
+            for (block, (first, short)) in
+                full_blocks.clone().chain(short_blocks.clone()).enumerate()
+            {
                 let prefetch = next.map_or(Prefetch::NONE, |next| {
                     Prefetch::share_of(weights, next, block)
                 });
                 // SAFETY: these rows and this column are within the caller's.
                 unsafe {
                     K::block::<G, ROWS, E>(
-                        epilogue, weights, &inputs, first, column, panels, prefetch,
+                        epilogue, weights, &inputs, first, column, panels, prefetch, short,
                     )
                 };
             }
@@ -505,6 +528,32 @@ unsafe fn run_columns<
             );
         }
     }
+}
+
+/// Where the block tiles of `rows` end: rows `rows.start..full_end` go in blocks of
+/// `block_rows`, `full_end..blocked_end` in short blocks of `short_rows` (none when it is 0),
+/// the rest to [`leftover_rows`]. Short blocks take a remainder of at least `short_rows`, and
+/// one full block more when the remainder alone is too short but both make two short blocks
+/// (six-row blocks that would leave 2 rows leave 8: two blocks of 4).
+///
+/// Left over, rows go in strips of two across every column, each strip streaming the columns'
+/// weights again; a short block uses each column while the full blocks have it in cache. Four-
+/// gate tiles (six-row blocks) left two or four rows of the batch sizes that matter (8, 16,
+/// 32 rows per worker); as strips, the LSTM at B = 16 and 32 on 2 threads took 1.03–1.07× the
+/// time of two packs of two gates in eight-row blocks.
+fn block_ends(rows: &Range<usize>, block_rows: usize, short_rows: usize) -> (usize, usize) {
+    let mut full = rows.len() / block_rows;
+    let mut rest = rows.len() % block_rows;
+    if short_rows == 0 {
+        let full_end = rows.start + full * block_rows;
+        return (full_end, full_end);
+    }
+    if rest < short_rows && full > 0 && rest + block_rows >= 2 * short_rows {
+        full -= 1;
+        rest += block_rows;
+    }
+    let full_end = rows.start + full * block_rows;
+    (full_end, full_end + rest / short_rows * short_rows)
 }
 
 /// The tiles of rows left over from the row blocks, on `columns`: in pairs with `PAIR_PANELS`
@@ -628,7 +677,7 @@ mod tests {
     use crate::epilogue::Projection;
     use crate::packing::{LANES, PackedLayer, PanelLayout};
     use crate::threading::SharedVectors;
-    use gru_core::{Cell, CellKind, GruVariant, LayerWeights};
+    use gru_core::{Cell, GruVariant, LayerWeights};
 
     /// The blocks of a column prefetch the next column's lines once each, in order, one per
     /// k at most, and nothing outside that column.
@@ -677,15 +726,54 @@ mod tests {
     /// left over beside row blocks run in several groups of panels, the last one short.
     #[test]
     fn tile_loop_matches_a_plain_loop_for_every_tail() {
+        check_every_tail::<3, 4, 4, 2>(Cell::Gru(GruVariant::ResetAfter), 1..=9);
+    }
+
+    /// The same for the LSTM's four-gate tiles (16-lane only): six-row blocks, short blocks of
+    /// four (8 = 4 + 4, 10 = 6 + 4, 14 = 6 + 4 + 4, 16 = 12 + 4) and what is left after them.
+    #[test]
+    fn four_gate_tile_loop_matches_a_plain_loop_for_every_tail() {
+        check_every_tail::<4, 2, 3, 2>(Cell::Lstm, 1..=17);
+    }
+
+    /// Rows of four-gate tiles go in blocks of six, then of four, then in strips.
+    #[test]
+    fn short_blocks_take_what_six_row_blocks_leave() {
+        let ends = |rows: Range<usize>| block_ends(&rows, 6, 4);
+        assert_eq!(ends(0..3), (0, 0));
+        assert_eq!(ends(0..4), (0, 4));
+        assert_eq!(ends(0..5), (0, 4));
+        assert_eq!(ends(0..6), (6, 6));
+        assert_eq!(ends(0..7), (6, 6));
+        assert_eq!(ends(0..8), (0, 8));
+        assert_eq!(ends(10..20), (16, 20));
+        assert_eq!(ends(0..14), (6, 14));
+        assert_eq!(ends(0..32), (24, 32));
+        assert_eq!(ends(0..64), (60, 64));
+        // Without short blocks, only full ones.
+        assert_eq!(block_ends(&(3..24), 8, 0), (19, 19));
+    }
+
+    /// [`tile_loop_matches_a_plain_loop_for_every_tail`] for a cell whose recurrent pack has
+    /// `G` gates, in the layouts that pack them so, with the tile sizes its step uses.
+    fn check_every_tail<
+        const G: usize,
+        const ROWS: usize,
+        const PANELS: usize,
+        const PAIR_PANELS: usize,
+    >(
+        cell: Cell,
+        batches: std::ops::RangeInclusive<usize>,
+    ) {
         for hidden in (8..16).chain([37, 75]) {
-            let rows = 3 * hidden;
+            let rows = cell.gate_count() * hidden;
             let value = |s: f32, n: usize| {
                 (0..n)
                     .map(|k| ((k as f32 + s) * 0.29).sin())
                     .collect::<Vec<_>>()
             };
             let w = LayerWeights::new(
-                CellKind::Gru,
+                cell.kind(),
                 2,
                 hidden,
                 value(1.0, rows * 2),
@@ -697,12 +785,13 @@ mod tests {
             let layers = [PanelLayout::Contiguous, PanelLayout::Pairs]
                 .into_iter()
                 .filter(|layout| layout.is_supported())
-                .map(|layout| {
-                    PackedLayer::with_layout(&w, Cell::Gru(GruVariant::ResetAfter), layout).unwrap()
-                })
+                .map(|layout| PackedLayer::with_layout(&w, cell, layout).unwrap())
+                .filter(|layer| layer.recurrent().gate_count() == G)
                 .collect::<Vec<_>>();
-            let panels = layers[0].panels();
-            for batch in 1..=9 {
+            let Some(panels) = layers.first().map(PackedLayer::panels) else {
+                return;
+            };
+            for batch in batches.clone() {
                 let stride = panels * LANES;
                 let mut h = vec![0.0f32; batch * stride];
                 for (b, row) in h.chunks_exact_mut(stride).enumerate() {
@@ -710,21 +799,21 @@ mod tests {
                         *v = ((b * 31 + k) as f32 * 0.17).cos();
                     }
                 }
-                let zero_bias = vec![f32x8::ZERO; panels * 3];
+                let zero_bias = vec![f32x8::ZERO; panels * G];
                 // Every layout's tiles (where the CPU runs them), in both orders, and also on
                 // a range of panels that starts and ends halfway through a pair.
                 let run = |layer: &PackedLayer, order: PanelOrder, part: Range<usize>| {
-                    let out = SharedVectors::zeros(batch * panels * 3);
-                    let epilogue = Projection::<3> {
+                    let out = SharedVectors::zeros(batch * panels * G);
+                    let epilogue = Projection::<G> {
                         bias: &zero_bias,
                         panels,
-                        gates: 3,
+                        gates: G,
                         first_gate: 0,
                         out: &out,
                     };
                     // SAFETY: single-threaded test.
                     unsafe {
-                        run_tiles::<3, 4, 4, 2, _>(
+                        run_tiles::<G, ROWS, PANELS, PAIR_PANELS, _>(
                             &epilogue,
                             PanelWeights::recurrent(layer.recurrent()),
                             &h,
@@ -762,7 +851,7 @@ mod tests {
                         let last = run(layer, PanelOrder::Ascending, panels - 1..panels);
                         let pieces: Vec<u32> = (0..ascending.len())
                             .map(|i| {
-                                let p = i / (3 * LANES) % panels;
+                                let p = i / (G * LANES) % panels;
                                 [&first, &middle, &last]
                                     [usize::from(p > 0) + usize::from(p + 1 == panels)][i]
                             })
@@ -778,7 +867,7 @@ mod tests {
 
                 let got: Vec<f32> = ascending.into_iter().map(f32::from_bits).collect();
                 for b in 0..batch {
-                    for gate in 0..3 {
+                    for gate in 0..G {
                         for unit in 0..hidden {
                             let want: f64 = (0..hidden)
                                 .map(|k| {
@@ -787,7 +876,7 @@ mod tests {
                                 })
                                 .sum();
                             let (p, u) = (unit / LANES, unit % LANES);
-                            let g = got[((b * panels + p) * 3 + gate) * LANES + u];
+                            let g = got[((b * panels + p) * G + gate) * LANES + u];
                             assert!(
                                 (f64::from(g) - want).abs() < 1e-5,
                                 "H={hidden} B={batch} row {b} gate {gate} unit {unit}: {g} vs {want}"

@@ -17,8 +17,9 @@ use super::{CallRows, PanelWeights, Prefetch, Summation, TileKernel};
 pub(super) struct Lanes16;
 
 impl TileKernel for Lanes16 {
-    /// Eight rows for three gates and for two, sixteen for one (ResetBefore's candidate), in
-    /// running and blocked sums alike. Eight rows of three gates hold 24 of the 32 registers;
+    /// Eight rows for three gates and for two, sixteen for one (ResetBefore's candidate), six
+    /// for four (the LSTM: 24 accumulators, as the GRU's eight rows of three), in running and
+    /// blocked sums alike. Eight rows of three gates hold 24 of the 32 registers;
     /// of two gates 16, 32 with the blocked sums' running totals, some then spilled as the
     /// GRU's are. Eight divides the row counts that matter, 64 and the 32 a worker takes of
     /// them when the rows are split, where twelve rows of two gates left 4 or 8 rows of every
@@ -30,7 +31,17 @@ impl TileKernel for Lanes16 {
     /// beaten twelve; for three gates four rows blocked measured 0.99–1.02× of eight.)
     #[inline(always)]
     fn block_rows<const G: usize, const ROWS: usize>() -> usize {
-        if G == 1 { 16 } else { 8 }
+        match G {
+            1 => 16,
+            4 => 6,
+            _ => 8,
+        }
+    }
+
+    /// Four rows for four gates (16 accumulators), for the six-row blocks' remainders.
+    #[inline(always)]
+    fn short_block_rows<const G: usize, const ROWS: usize>() -> usize {
+        if G == 4 { 4 } else { 0 }
     }
 
     #[inline(always)]
@@ -42,12 +53,22 @@ impl TileKernel for Lanes16 {
         column: usize,
         panels: &Range<usize>,
         prefetch: Prefetch,
+        short: bool,
     ) {
         // SAFETY: the caller's rows and column, on a CPU with AVX-512F (the caller's
-        // contract); `block_rows` says how many rows.
+        // contract); `block_rows` and `short_block_rows` say how many rows.
         unsafe {
-            if G == 1 {
+            if short {
+                debug_assert_eq!(G, 4, "short blocks are four-gate tiles'");
+                block_of::<G, 4, E>(
+                    epilogue, weights, inputs, first_row, column, panels, prefetch,
+                )
+            } else if G == 1 {
                 block_of::<G, 16, E>(
+                    epilogue, weights, inputs, first_row, column, panels, prefetch,
+                )
+            } else if G == 4 {
+                block_of::<G, 6, E>(
                     epilogue, weights, inputs, first_row, column, panels, prefetch,
                 )
             } else {
