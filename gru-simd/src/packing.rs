@@ -6,8 +6,8 @@
 //!
 //! - **input weights** (`W_ih`), panel-contiguous: panel `p` is `[I, G, 8]` (k, gate, unit);
 //!   LSTM's, for the 8-lane tiles, in two packs, `[i, f]` and `[g, o]`, for the same reason as
-//!   its recurrent weights below. The input projection streams them straight from the packed panels, a chunk of
-//!   steps at a time or one step at a time, so they are never repacked.
+//!   its recurrent weights below. The input projection streams them straight from the packed
+//!   panels, a chunk of steps at a time or one step at a time, so they are never repacked.
 //! - **recurrent weights** (`W_hh`), panel-contiguous: panel `p` is `[H, G', 8]` (k, gate, unit),
 //!   one unbroken stream per panel so each thread's share stays hot in its own cache.
 //!   ResetAfter GRU uses one pack of all gates; ResetBefore GRU uses two, `[r, z]` and `[n]`,
@@ -351,8 +351,7 @@ impl PackedLayer {
         .fold(1, usize::saturating_mul)
     }
     /// `W_ih`: one pack of all gates, or (LSTM, 8-lane tiles) `[i, f]` then `[g, o]`. The
-    /// packs' gates,
-    /// in order, are the projection's gates in order.
+    /// packs' gates, in order, are the projection's gates in order.
     pub fn input(&self) -> &[PanelPack] {
         &self.input
     }

@@ -249,9 +249,10 @@ pub unsafe fn recurrent_step(
             }
         }
         Cell::Lstm => {
-            // Packed in two packs of two gates (the 8-lane tiles): two passes of two gates each, six panels at a time, so that `σ(i)` and `σ(f)`
-            // are read back from L1 right after they were written; the second pass needs only
-            // this worker's own results of the first, so no synchronisation between them.
+            // Two packs of two gates (the 8-lane tiles): two passes, six panels at a time, so
+            // that `σ(i)` and `σ(f)` are read back from L1 right after they were written; the
+            // second pass needs only this worker's own results of the first, so no
+            // synchronisation between them.
             let first = LstmInputForget {
                 step,
                 input_gate: &scratch.input_gate,

@@ -538,9 +538,13 @@ unsafe fn run_columns<
 ///
 /// Left over, rows go in strips of two across every column, each strip streaming the columns'
 /// weights again; a short block uses each column while the full blocks have it in cache. Four-
-/// gate tiles (six-row blocks) left two or four rows of the batch sizes that matter (8, 16,
-/// 32 rows per worker); as strips, the LSTM at B = 16 and 32 on 2 threads took 1.03–1.07× the
-/// time of two packs of two gates in eight-row blocks.
+/// gate tiles (six-row blocks) leave two or four rows of the batch sizes that matter (8, 16,
+/// 32 rows per worker). With those rows in strips, the LSTM at B = 16 and 32 on 2 threads took
+/// 1.03–1.07× the time of two packs of two gates in eight-row blocks; in short blocks (3
+/// alternating rounds against the same two packs) 0.94× at B = 32, I = H = 512 and 0.93× at
+/// B = 64 (strips: 1.07× and 0.99×), and 1.01–1.04× at eight rows per worker (B = 8 and 16
+/// at I = H = 256, in several sets of rounds; strips 1.04× at B = 16). Four-row strips across
+/// all columns instead, which stream the weights once per strip, measured 1.02–1.06×.
 fn block_ends(rows: &Range<usize>, block_rows: usize, short_rows: usize) -> (usize, usize) {
     let mut full = rows.len() / block_rows;
     let mut rest = rows.len() % block_rows;
