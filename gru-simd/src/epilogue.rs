@@ -404,17 +404,36 @@ impl LstmOnePass<'_> {
     #[inline(always)]
     unsafe fn finish_column<C: Column>(&self, row: usize, column: C, [i, f, g, o]: [C::Lanes; 4]) {
         let (index, h) = self.step.state(row, column);
-        // SAFETY: the caller has (row, column) to itself, in these buffers too.
-        unsafe {
-            if !self.step.is_active(row) {
-                column.store(self.h_next, index, h);
-                return;
-            }
-            let (i, f) = (sigmoid_lanes(i), sigmoid_lanes(f));
-            let c_new = f.mul_add(column.read(self.c, index), i * tanh_lanes(g));
-            column.store(self.c, index, c_new);
-            column.store(self.h_next, index, sigmoid_lanes(o) * tanh_lanes(c_new));
+        if !self.step.is_active(row) {
+            // SAFETY: the caller has (row, column) to itself.
+            unsafe { column.store(self.h_next, index, h) };
+            return;
         }
+        let gates = [sigmoid_lanes(i), sigmoid_lanes(f), g, o];
+        // SAFETY: the caller has (row, column) to itself.
+        unsafe { update_lstm_state(self.c, self.h_next, index, column, gates) };
+    }
+}
+
+/// The LSTM's new state of the column at `index` from `[σ(i), σ(f), g, o]`:
+/// `c' = f ⊙ c + i ⊙ tanh(g)`, `h' = σ(o) ⊙ tanh(c')`. One function for both LSTM
+/// epilogues, so that one pass and two give the same bits.
+///
+/// # Safety
+/// As [`TileEpilogue::finish`], for the column's cells of `c` and `h_next`.
+#[inline(always)]
+unsafe fn update_lstm_state<C: Column>(
+    c: &SharedVectors,
+    h_next: &SharedVectors,
+    index: usize,
+    column: C,
+    [i, f, g, o]: [C::Lanes; 4],
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c_new = f.mul_add(column.read(c, index), i * tanh_lanes(g));
+        column.store(c, index, c_new);
+        column.store(h_next, index, sigmoid_lanes(o) * tanh_lanes(c_new));
     }
 }
 
@@ -496,9 +515,7 @@ impl LstmCell<'_> {
             }
             let i = column.read(self.input_gate, index);
             let f = column.read(self.forget_gate, index);
-            let c_new = f.mul_add(column.read(self.c, index), i * tanh_lanes(g));
-            column.store(self.c, index, c_new);
-            column.store(self.h_next, index, sigmoid_lanes(o) * tanh_lanes(c_new));
+            update_lstm_state(self.c, self.h_next, index, column, [i, f, g, o]);
         }
     }
 }
