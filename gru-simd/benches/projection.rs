@@ -1,7 +1,9 @@
 //! The input projection `X·W_ihᵀ + b` of a GRU layer (3 gates), one thread, three ways:
 //!
-//! - `panels`: this crate's projection over the prepacked `W_ih` panels, summed in blocks of
-//!   16 inputs;
+//! - `panels`: this crate's projection over the prepacked `W_ih` panels, summed in blocks
+//!   ([`sum_block`](gru_simd::microkernel::sum_block)), in the layout this CPU runs fastest
+//!   (16-lane pairs with AVX-512);
+//! - `panels_8lane`: the same in the 8-lane layout every x86-64-v3 CPU runs;
 //! - `matrixmultiply_blocked16`: `matrixmultiply::sgemm` with the same blocked summation (one
 //!   call per 16 inputs, each added to the output), which is what the accuracy bound needs;
 //! - `matrixmultiply_one_call`: one `sgemm` call over all inputs (less accurate; for scale).
@@ -14,7 +16,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gru_core::{Cell, CellKind, GruVariant, LayerWeights};
-use gru_simd::packing::PackedLayer;
+use gru_simd::packing::{PackedLayer, PanelLayout};
 use gru_simd::projection::project;
 use gru_simd::threading::SharedVectors;
 
@@ -94,25 +96,23 @@ fn projection(c: &mut Criterion) {
             None,
         )
         .expect("consistent shapes");
-        let layer = PackedLayer::new(&w, Cell::Gru(GruVariant::ResetAfter));
+        let cell = Cell::Gru(GruVariant::ResetAfter);
+        let layer = PackedLayer::new(&w, cell);
         let x = value(3.0, rows * size);
         let id = format!("{rows}x{size}");
         group.throughput(Throughput::Elements((2 * rows * size * gates) as u64));
 
-        let out = SharedVectors::zeros(rows * 3 * layer.panels());
-        group.bench_function(BenchmarkId::new("panels", &id), |b| {
-            // SAFETY: one thread; nothing else touches `out`.
-            b.iter(|| unsafe {
-                project(
-                    &layer,
-                    black_box(&x),
-                    size,
-                    &out,
-                    0..rows,
-                    0..layer.panels(),
-                )
-            })
-        });
+        let eight_lanes = PackedLayer::with_layout(&w, cell, PanelLayout::Contiguous)
+            .expect("the 8-lane layout runs everywhere");
+        for (name, layer) in [("panels", &layer), ("panels_8lane", &eight_lanes)] {
+            let out = SharedVectors::zeros(rows * 3 * layer.panels());
+            group.bench_function(BenchmarkId::new(name, &id), |b| {
+                // SAFETY: one thread; nothing else touches `out`.
+                b.iter(|| unsafe {
+                    project(layer, black_box(&x), size, &out, 0..rows, 0..layer.panels())
+                })
+            });
+        }
         let w_t = k_major(&w);
         let mut c = vec![0.0f32; rows * gates];
         for (name, block) in [

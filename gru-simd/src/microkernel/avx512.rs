@@ -21,9 +21,11 @@ use std::arch::x86_64::{
     _mm512_setzero_ps,
 };
 
+use std::ops::Range;
+
 use wide::f32x8;
 
-use super::{InputRows, sum_block};
+use super::{InputRows, TileInputs, cut_rows, panel_spans, sum_block};
 
 /// A register of 16 lanes: panel `2q`'s vector in the low half, `2q + 1`'s in the high half.
 pub type PairVector = __m512;
@@ -111,68 +113,14 @@ pub unsafe fn accumulate_pair_tile<const G: usize, const MR: usize, const NP: us
     prefetch: PrefetchLines,
 ) -> [[[PairVector; G]; NP]; MR] {
     // Through memory, as in the 8-lane kernel (see `accumulate_tile`).
-    let rows = std::hint::black_box(inputs.first(k_len));
-    // SAFETY: the caller's contract.
-    unsafe { accumulate_pair_rows(acc, rows, weights, pair_starts, k_stride, k_len, prefetch) }
-}
-
-/// [`accumulate_pair_tile`] over `rows`, each at least `k_len` long.
-///
-/// # Safety
-/// As [`accumulate_pair_tile`].
-#[inline(always)]
-#[allow(clippy::needless_range_loop)]
-unsafe fn accumulate_pair_rows<const G: usize, const MR: usize, const NP: usize>(
-    mut acc: [[[PairVector; G]; NP]; MR],
-    inputs: [&[f32]; MR],
-    weights: &[f32x8],
-    pair_starts: [usize; NP],
-    k_stride: usize,
-    k_len: usize,
-    prefetch: PrefetchLines,
-) -> [[[PairVector; G]; NP]; MR] {
+    let rows = cut_rows(std::hint::black_box(inputs.first(k_len)), k_len);
     if k_len == 0 {
         return acc;
     }
-    let mut rows: [&[f32]; MR] = [&[]; MR];
-    for m in 0..MR {
-        rows[m] = &inputs[m][..k_len];
-    }
-    // As in the 8-lane kernel: one checked slice per pair, indexed unchecked within.
-    let span = (k_len - 1)
-        .checked_mul(k_stride)
-        .and_then(|last| last.checked_add(2 * G))
-        .expect("a pair's span fits in usize");
-    let mut pairs: [&[f32x8]; NP] = [&[]; NP];
-    for j in 0..NP {
-        pairs[j] = &weights[pair_starts[j]..pair_starts[j] + span];
-    }
-    for k in 0..k_len {
-        if k < prefetch.count {
-            // SAFETY: a prefetch reads nothing and cannot fault, whatever the address (the
-            // pointer is only offset with wrapping arithmetic); SSE is part of x86-64.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(prefetch.from.wrapping_add(k * 64)) };
-        }
-        let offset = k * k_stride;
-        for j in 0..NP {
-            // SAFETY: the caller's CPU supports AVX-512F (for every intrinsic below).
-            let mut w = [unsafe { zero() }; G];
-            for g in 0..G {
-                // SAFETY: k < k_len and g < G, so the two vectors at offset + 2g end at
-                // offset + 2g + 2 <= (k_len − 1)·k_stride + 2G = span = pairs[j].len().
-                w[g] = unsafe { _mm512_loadu_ps(pairs[j].as_ptr().add(offset + 2 * g).cast()) };
-            }
-            for m in 0..MR {
-                // SAFETY: every row was cut to `..k_len` above, and k < k_len.
-                let x = unsafe { _mm512_set1_ps(*rows[m].get_unchecked(k)) };
-                for g in 0..G {
-                    // SAFETY: the caller's CPU supports AVX-512F.
-                    acc[m][j][g] = unsafe { _mm512_fmadd_ps(x, w[g], acc[m][j][g]) };
-                }
-            }
-        }
-    }
-    acc
+    let pairs = panel_spans(weights, pair_starts, k_stride, k_len, 2 * G);
+    // SAFETY: the caller's contract; every row was cut to k_len, and every pair spans k_len
+    // k rows.
+    unsafe { accumulate_pair_range(acc, rows, &pairs, k_stride, 0..k_len, prefetch) }
 }
 
 /// [`accumulate_pair_tile`] summed in blocks of [`sum_block`]`(k_len)` inputs, each from
@@ -194,35 +142,76 @@ pub unsafe fn accumulate_pair_tile_blocked<const G: usize, const MR: usize, cons
     prefetch: PrefetchLines,
 ) -> [[[PairVector; G]; NP]; MR] {
     assert!(k_len <= inputs.len(), "{k_len} inputs of {}", inputs.len());
+    if k_len == 0 {
+        return acc;
+    }
+    // As in the 8-lane kernel (see `accumulate_tile_blocked`): checked once per tile.
+    let pairs = panel_spans(weights, pair_starts, k_stride, k_len, 2 * G);
     let block = sum_block(k_len);
-    for k0 in (0..k_len).step_by(block) {
-        let block_len = block.min(k_len - k0);
-        // Not through memory: the rows of each block from the first and the stride.
-        let block_inputs = inputs.window(k0, block_len);
-        let mut block_starts = pair_starts;
-        for start in &mut block_starts {
-            *start += k0 * k_stride;
-        }
-        // SAFETY: the caller's CPU supports AVX-512F, and it inlines this.
-        let block = unsafe {
-            accumulate_pair_rows::<G, MR, NP>(
+    let mut k0 = 0;
+    while k0 < k_len {
+        let end = k_len.min(k0 + block);
+        // SAFETY: the caller's CPU supports AVX-512F, and it inlines this; k0..end is within
+        // k_len, which the inputs hold (asserted above) and the pairs span (`panel_spans`).
+        let sums = unsafe {
+            accumulate_pair_range::<G, MR, NP>(
                 [[[zero(); G]; NP]; MR],
-                block_inputs,
-                weights,
-                block_starts,
+                inputs,
+                &pairs,
                 k_stride,
-                block_len,
-                PrefetchLines {
-                    from: prefetch.from.wrapping_add(k0 * 64),
-                    count: prefetch.count.saturating_sub(k0).min(block),
-                },
+                k0..end,
+                prefetch,
             )
         };
-        for (acc_row, block_row) in acc.iter_mut().zip(block) {
-            for (acc_pair, block_pair) in acc_row.iter_mut().zip(block_row) {
-                for (a, b) in acc_pair.iter_mut().zip(block_pair) {
+        for m in 0..MR {
+            for j in 0..NP {
+                for g in 0..G {
                     // SAFETY: as above.
-                    *a = unsafe { _mm512_add_ps(*a, b) };
+                    acc[m][j][g] = unsafe { _mm512_add_ps(acc[m][j][g], sums[m][j][g]) };
+                }
+            }
+        }
+        k0 = end;
+    }
+    acc
+}
+
+/// `acc` plus the products of `ks`, one FMA per k in increasing k.
+///
+/// # Safety
+/// As [`accumulate_pair_tile`], and `ks.end` must be at most the rows' length and the `k_len`
+/// the pairs were cut for ([`panel_spans`] of `2·G` vectors per k).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn accumulate_pair_range<const G: usize, const MR: usize, const NP: usize>(
+    mut acc: [[[PairVector; G]; NP]; MR],
+    inputs: impl TileInputs<MR>,
+    pairs: &[&[f32x8]; NP],
+    k_stride: usize,
+    ks: Range<usize>,
+    prefetch: PrefetchLines,
+) -> [[[PairVector; G]; NP]; MR] {
+    for k in ks {
+        if k < prefetch.count {
+            // SAFETY: a prefetch reads nothing and cannot fault, whatever the address (the
+            // pointer is only offset with wrapping arithmetic); SSE is part of x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(prefetch.from.wrapping_add(k * 64)) };
+        }
+        let offset = k * k_stride;
+        for j in 0..NP {
+            // SAFETY: the caller's CPU supports AVX-512F (for every intrinsic below).
+            let mut w = [unsafe { zero() }; G];
+            for g in 0..G {
+                // SAFETY: k < k_len, the length the pair was cut for, and g < G, so the two
+                // vectors at offset + 2g end within the pair (see `panel_spans`).
+                w[g] = unsafe { _mm512_loadu_ps(pairs[j].as_ptr().add(offset + 2 * g).cast()) };
+            }
+            for m in 0..MR {
+                // SAFETY: m < MR and k < the rows' length (the caller's contract).
+                let x = unsafe { _mm512_set1_ps(inputs.at(m, k)) };
+                for g in 0..G {
+                    // SAFETY: the caller's CPU supports AVX-512F.
+                    acc[m][j][g] = unsafe { _mm512_fmadd_ps(x, w[g], acc[m][j][g]) };
                 }
             }
         }

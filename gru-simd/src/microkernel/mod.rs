@@ -26,8 +26,8 @@ pub mod avx512;
 /// One slice and a stride rather than `MR` slices, for the blocked kernels: given eight
 /// separate rows, the compiler kept their pointers on the stack across the blocks and reloaded
 /// each of them every k (`perf`, GRU, B = 64, I = H = 1024: the projection's k loop then took
-/// 1.27× the recurrent loop's time for the same FLOPs); taking each block's rows from the first
-/// and the stride ([`window`](Self::window)), it computes them in registers.
+/// 1.27× the recurrent loop's time for the same FLOPs); reading input `k` of row `m` at
+/// `m·stride + k` of the one slice, it computes them in registers.
 #[derive(Clone, Copy, Debug)]
 pub struct InputRows<'a, const MR: usize> {
     data: &'a [f32],
@@ -84,39 +84,78 @@ impl<'a, const MR: usize> InputRows<'a, MR> {
         &self.data[m * self.stride..][..self.len]
     }
 
+    /// Input `k` of row `m`, unchecked.
+    ///
+    /// # Safety
+    /// `m < MR` and `k < len`: then `m·stride + k < (MR − 1)·stride + len`, which `new`
+    /// checked is within the data.
+    #[inline(always)]
+    pub(crate) unsafe fn get_unchecked(&self, m: usize, k: usize) -> f32 {
+        debug_assert!(m < MR && k < self.len);
+        // SAFETY: the caller's contract, and `new`'s check.
+        unsafe { *self.data.get_unchecked(m * self.stride + k) }
+    }
+
     /// Every row, each cut to its first `k_len` inputs.
     ///
     /// # Panics
     /// If `k_len > len`.
     #[inline(always)]
     pub fn first(&self, k_len: usize) -> [&'a [f32]; MR] {
-        self.window(0, k_len)
-    }
-
-    /// Every row's inputs `k0..k0 + k_len`.
-    ///
-    /// # Panics
-    /// If `k0 + k_len > len`.
-    #[inline(always)]
-    pub fn window(&self, k0: usize, k_len: usize) -> [&'a [f32]; MR] {
-        assert!(
-            k0.checked_add(k_len).is_some_and(|end| end <= self.len),
-            "inputs {k0}..{k0} + {k_len} of {}",
-            self.len
-        );
+        assert!(k_len <= self.len, "{k_len} inputs of {}", self.len);
         let mut rows: [&[f32]; MR] = [&[]; MR];
         if k_len == 0 {
             // Rows of nothing need no data, and `new` did not check that any is there.
             return rows;
         }
         for (m, row) in rows.iter_mut().enumerate() {
-            // In bounds, as `new` checked. Checked anyway, once per row and block of 16: unchecked
-            // measured no clear gain (GRU, B = 64, 2 threads, alternating rounds: the checked
-            // window took 0.99–1.04× the time, faster in 12 of 28 rounds).
-            *row = &self.data[m * self.stride + k0..][..k_len];
+            // In bounds, as `new` checked; checked anyway, once per row and tile.
+            *row = &self.data[m * self.stride..][..k_len];
         }
         rows
     }
+}
+
+/// Where a tile's k loop reads its inputs: input `k` of row `m`, unchecked. Two sources: row
+/// slices, each already cut to the tile's `k_len` (the running sums, see [`accumulate_tile`]),
+/// and [`InputRows`] itself, one slice and a stride (the blocked sums, whose k loop restarts
+/// every block: rows computed from the first and the stride stay in registers across blocks).
+pub(crate) trait TileInputs<const MR: usize>: Copy {
+    /// Input `k` of row `m`.
+    ///
+    /// # Safety
+    /// `m < MR`, and `k` is below the length the rows were checked for.
+    unsafe fn at(&self, m: usize, k: usize) -> f32;
+}
+
+impl<const MR: usize> TileInputs<MR> for [&[f32]; MR] {
+    #[inline(always)]
+    unsafe fn at(&self, m: usize, k: usize) -> f32 {
+        // SAFETY: m < MR and k is below every row's length (the caller's contract).
+        unsafe { *self.get_unchecked(m).get_unchecked(k) }
+    }
+}
+
+impl<const MR: usize> TileInputs<MR> for InputRows<'_, MR> {
+    #[inline(always)]
+    unsafe fn at(&self, m: usize, k: usize) -> f32 {
+        // SAFETY: the caller's contract is `get_unchecked`'s.
+        unsafe { self.get_unchecked(m, k) }
+    }
+}
+
+/// `rows` as they come back from memory (`black_box`), each cut to `k_len` again: checked
+/// here, once per tile, so that the k loop may index within them unchecked.
+///
+/// # Panics
+/// If a row is shorter than `k_len`.
+#[inline(always)]
+pub(crate) fn cut_rows<const MR: usize>(rows: [&[f32]; MR], k_len: usize) -> [&[f32]; MR] {
+    let mut cut: [&[f32]; MR] = [&[]; MR];
+    for (cut, row) in cut.iter_mut().zip(rows) {
+        *cut = &row[..k_len];
+    }
+    cut
 }
 
 /// Returns `acc` with `acc[m][j][g] += Σ_k inputs[m][k] · weights[panel_starts[j] +
@@ -139,50 +178,64 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
     // the LSTM, whose 16-lane recurrent tiles then had 12 rows, took 1.02–1.06× the time in
     // whole sequences (alternating rounds, measured with the 16-lane kernel, which does the
     // same).
-    let rows = std::hint::black_box(inputs.first(k_len));
-    accumulate_rows(acc, rows, weights, panel_starts, k_stride, k_len)
+    let rows = cut_rows(std::hint::black_box(inputs.first(k_len)), k_len);
+    if k_len == 0 {
+        return acc;
+    }
+    let panels = panel_spans(weights, panel_starts, k_stride, k_len, G);
+    // SAFETY: every row was cut to k_len, and every panel spans k_len k rows.
+    unsafe { accumulate_range(acc, rows, &panels, k_stride, 0..k_len) }
 }
 
-/// [`accumulate_tile`] over `rows`, each at least `k_len` long.
+/// One slice per panel covering exactly its `k_len` strided k rows of `width` vectors
+/// (`k_len > 0`), checked
+/// here, once per tile, so that the k loop may index within them unchecked. Checked
+/// arithmetic: a span that wrapped around would let `k·k_stride` run past the slice.
+///
+/// # Panics
+/// If a panel runs past the end of `weights`.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)]
-fn accumulate_rows<const G: usize, const MR: usize, const NR: usize>(
-    mut acc: [[[f32x8; G]; NR]; MR],
-    inputs: [&[f32]; MR],
+pub(crate) fn panel_spans<const NR: usize>(
     weights: &[f32x8],
     panel_starts: [usize; NR],
     k_stride: usize,
     k_len: usize,
-) -> [[[f32x8; G]; NR]; MR] {
-    if k_len == 0 {
-        return acc;
-    }
-    // Each row cut to k_len (checked here, once per tile), indexed within below.
-    let mut rows: [&[f32]; MR] = [&[]; MR];
-    for m in 0..MR {
-        rows[m] = &inputs[m][..k_len];
-    }
-    // One slice per panel covering exactly its k_len strided rows (checked here, once per
-    // tile), which the loop below indexes within. Checked arithmetic: a span that wrapped
-    // around would let `k·k_stride` below run past the slice.
+    width: usize,
+) -> [&[f32x8]; NR] {
     let span = (k_len - 1)
         .checked_mul(k_stride)
-        .and_then(|last| last.checked_add(G))
+        .and_then(|last| last.checked_add(width))
         .expect("a panel's span fits in usize");
     // Arrays are filled by plain loops here and below, not `[T; N]::map`: `map` on these
     // arrays was compiled into out-of-line calls and stack copies, a fixed cost per tile and
     // per summation block that was most of a one-row projection's time (see `project`).
     let mut panels: [&[f32x8]; NR] = [&[]; NR];
-    for j in 0..NR {
-        panels[j] = &weights[panel_starts[j]..panel_starts[j] + span];
+    for (panel, &start) in panels.iter_mut().zip(&panel_starts) {
+        *panel = &weights[start..start + span];
     }
+    panels
+}
+
+/// `acc` plus the products of the inputs `ks`, one FMA per k in increasing k.
+///
+/// # Safety
+/// `ks.end` is at most the length the rows were checked for and the `k_len` the panels were
+/// cut for ([`panel_spans`]).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn accumulate_range<const G: usize, const MR: usize, const NR: usize>(
+    mut acc: [[[f32x8; G]; NR]; MR],
+    rows: impl TileInputs<MR>,
+    panels: &[&[f32x8]; NR],
+    k_stride: usize,
+    ks: std::ops::Range<usize>,
+) -> [[[f32x8; G]; NR]; MR] {
     // `k` walks the inputs one float at a time and the weights `k_stride` vectors at a time.
-    #[allow(clippy::needless_range_loop)]
-    for k in 0..k_len {
+    for k in ks {
         let offset = k * k_stride;
         for j in 0..NR {
             // SAFETY: k < k_len and g < G, so offset + g <= (k_len − 1)·k_stride + G − 1, which
-            // is below span = panels[j].len(). The compiler cannot prove this (it would have to
+            // is below the panel's span. The compiler cannot prove this (it would have to
             // rule out overflow in k·k_stride), so checked indexing kept three compare-and-
             // branch pairs per k and panel in the loop, which took the LSTM's 6 × 2 tile past
             // what the core can dispatch beside its FMAs. Unchecked, over B = 1 and 64,
@@ -191,13 +244,13 @@ fn accumulate_rows<const G: usize, const MR: usize, const NR: usize>(
             let w: [f32x8; G] =
                 std::array::from_fn(|g| unsafe { *panels[j].get_unchecked(offset + g) });
             for m in 0..MR {
-                // SAFETY: every row was cut to k_len above, and k < k_len. Checked indexing
-                // here is not hoisted out of the loop. With six rows (LSTM,
-                // reset-before GRU) its checks once cost spilled accumulators and half the
-                // speed (LSTM, B = 64, H = 512, one thread: 43 → 79 GFLOP/s); since the tile
-                // setup stopped using array `map`, they cost 5–10 % (best of four alternating
-                // rounds: LSTM 76 → 79 at H = 256, 78 → 86 at 512).
-                let x = f32x8::splat(unsafe { *rows[m].get_unchecked(k) });
+                // SAFETY: m < MR and k is below the rows' checked length (the caller's
+                // contract). Checked indexing here is not hoisted out of the loop. With six
+                // rows (LSTM, reset-before GRU) its checks once cost spilled accumulators and
+                // half the speed (LSTM, B = 64, H = 512, one thread: 43 → 79 GFLOP/s); since
+                // the tile setup stopped using array `map`, they cost 5–10 % (best of four
+                // alternating rounds: LSTM 76 → 79 at H = 256, 78 → 86 at 512).
+                let x = f32x8::splat(unsafe { rows.at(m, k) });
                 for g in 0..G {
                     acc[m][j][g] = x.mul_add(w[g], acc[m][j][g]);
                 }
@@ -210,8 +263,8 @@ fn accumulate_rows<const G: usize, const MR: usize, const NR: usize>(
 /// Inputs per block when the blocked kernels ([`accumulate_tile_blocked`] and its 16-lane
 /// twin) sum `k_len` products: the power of two from 16 up that minimizes the worst-case
 /// rounding bound of blocked summation, about `(b − 1 + k_len / b)` roundings for blocks of
-/// `b`. Blocks of `2b` bound it no worse than blocks of `b` once `k_len ≥ 2b²`: 16 up to
-/// `k_len` = 512, 32 up to 2048, 64 up to 8192, and so on.
+/// `b`, and the longer of two that tie. Blocks of `2b` bound it no worse than blocks of `b`
+/// once `k_len ≥ 2b²`: 16 below `k_len` = 512, 32 below 2048, 64 below 8192, and so on.
 ///
 /// Measured on the property test's worst case (`I` = 148, inputs of ±50, the f64 reference
 /// as judge, bound 2e−5), when the projection was a `matrixmultiply` call per block: one call
@@ -222,18 +275,20 @@ fn accumulate_rows<const G: usize, const MR: usize, const NR: usize>(
 /// 23.2 / 17.7 / 17.0 at 4096; one running sum 2.98, 10.9, 21.6, 42.2 and 86.0.
 ///
 /// Longer blocks cost less: each block ends in one add per accumulator, and in the 16-lane
-/// kernels the running totals, spilled, go through memory once per block.
+/// kernels the running totals, spilled, go through memory once per block. At the tie
+/// `k_len` = 512, blocks of 32 rather than 16 took 0.960–0.968× the time of B = 64,
+/// I = H = 512, 2 threads (GRU and LSTM, 6 alternating rounds).
 ///
 /// ```
 /// use gru_simd::microkernel::sum_block;
-/// assert_eq!([sum_block(148), sum_block(512), sum_block(513)], [16, 16, 32]);
-/// assert_eq!([sum_block(2048), sum_block(2049), sum_block(8193)], [32, 64, 128]);
+/// assert_eq!([sum_block(148), sum_block(511), sum_block(512)], [16, 16, 32]);
+/// assert_eq!([sum_block(2047), sum_block(2048), sum_block(8192)], [32, 64, 128]);
 /// ```
 pub const fn sum_block(k_len: usize) -> usize {
     let mut block: usize = 16;
     // `block·block` cannot overflow before `2·block·block` passes any usize.
     while let Some(bound) = block.checked_mul(2 * block) {
-        if k_len <= bound {
+        if k_len < bound {
             break;
         }
         block *= 2;
@@ -259,30 +314,38 @@ pub fn accumulate_tile_blocked<const G: usize, const MR: usize, const NR: usize>
     k_len: usize,
 ) -> [[[f32x8; G]; NR]; MR] {
     assert!(k_len <= inputs.len(), "{k_len} inputs of {}", inputs.len());
+    if k_len == 0 {
+        return acc;
+    }
+    // The rows and panels are checked once per tile, and every block's k loop runs within
+    // them. Cut anew for every block (rows sliced, panels from shifted starts), the
+    // block's setup and the copies of the running totals around it took some 150 instructions
+    // per block beside its 16 or 32 k steps (`perf annotate`); the 16-lane tile then took
+    // 1.14× its running sums' time at k = 128 and 1.12× at 1024, and 1.08× and 1.05× since
+    // (`cargo bench -p gru-simd --bench microkernel`).
+    let panels = panel_spans(weights, panel_starts, k_stride, k_len, G);
     let block = sum_block(k_len);
-    for k0 in (0..k_len).step_by(block) {
-        let block_len = block.min(k_len - k0);
-        // Not through memory: each block's rows from the first row and the stride.
-        let block_inputs = inputs.window(k0, block_len);
-        let mut block_starts = panel_starts;
-        for j in 0..NR {
-            block_starts[j] += k0 * k_stride;
-        }
-        let block = accumulate_rows::<G, MR, NR>(
-            [[[f32x8::ZERO; G]; NR]; MR],
-            block_inputs,
-            weights,
-            block_starts,
-            k_stride,
-            block_len,
-        );
-        for (acc_row, block_row) in acc.iter_mut().zip(block) {
-            for (acc_panel, block_panel) in acc_row.iter_mut().zip(block_row) {
-                for (a, b) in acc_panel.iter_mut().zip(block_panel) {
-                    *a += b;
+    let mut k0 = 0;
+    while k0 < k_len {
+        let end = k_len.min(k0 + block);
+        // SAFETY: end <= k_len, which the rows hold (asserted above) and the panels span.
+        let sums = unsafe {
+            accumulate_range::<G, MR, NR>(
+                [[[f32x8::ZERO; G]; NR]; MR],
+                inputs,
+                &panels,
+                k_stride,
+                k0..end,
+            )
+        };
+        for m in 0..MR {
+            for j in 0..NR {
+                for g in 0..G {
+                    acc[m][j][g] += sums[m][j][g];
                 }
             }
         }
+        k0 = end;
     }
     acc
 }
@@ -383,29 +446,31 @@ mod tests {
     }
 
     #[test]
-    fn input_rows_are_strided_and_windows_cut_every_row() {
+    fn input_rows_are_strided_and_first_cuts_every_row() {
         let x: Vec<f32> = (0..11).map(|i| i as f32).collect();
         let rows = InputRows::<3>::new(&x, 4, 3); // the last row ends at 4·2 + 3 = 11
         assert_eq!(rows.row(0), &[0.0, 1.0, 2.0]);
         assert_eq!(rows.row(2), &[8.0, 9.0, 10.0]);
         assert_eq!(rows.first(1), [&[0.0][..], &[4.0], &[8.0]]);
         assert_eq!(
-            rows.window(1, 2),
-            [&[1.0, 2.0][..], &[5.0, 6.0], &[9.0, 10.0]]
+            rows.first(3),
+            [&[0.0, 1.0, 2.0][..], &[4.0, 5.0, 6.0], &[8.0, 9.0, 10.0]]
         );
-        assert_eq!(rows.window(3, 0), [&[0.0f32; 0][..]; 3]);
+        assert_eq!(rows.first(0), [&[0.0f32; 0][..]; 3]);
+        // SAFETY: row 2 < 3 and input 1 < 3.
+        assert_eq!(unsafe { rows.get_unchecked(2, 1) }, 9.0);
         // No rows, or rows of nothing, need no data.
-        assert_eq!(InputRows::<0>::new(&[], 4, 3).window(1, 2).len(), 0);
+        assert_eq!(InputRows::<0>::new(&[], 4, 3).first(2).len(), 0);
         let nothing = InputRows::<2>::new(&[], 4, 0);
         assert!(nothing.is_empty());
         assert_eq!(nothing.first(0), [&[0.0f32; 0][..]; 2]);
     }
 
     #[test]
-    #[should_panic(expected = "inputs 2..2 + 2 of 3")]
-    fn a_window_past_the_rows_panics() {
+    #[should_panic(expected = "4 inputs of 3")]
+    fn rows_cut_past_their_length_panic() {
         let x = [0.0f32; 11];
-        InputRows::<3>::new(&x, 4, 3).window(2, 2);
+        InputRows::<3>::new(&x, 4, 3).first(4);
     }
 
     #[test]
@@ -422,11 +487,19 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "inputs 0..0 + 5 of 4")]
+    #[should_panic(expected = "5 inputs of 4")]
     fn a_product_longer_than_its_rows_panics() {
         let (x, weights) = ([1.0f32; 4], [f32x8::ONE; 8]);
         let zero = [[[f32x8::ZERO; 1]; 1]; 1];
         accumulate_tile::<1, 1, 1>(zero, InputRows::new(&x, 0, 4), &weights, [0], 1, 5);
+    }
+
+    #[test]
+    #[should_panic(expected = "5 inputs of 4")]
+    fn a_blocked_product_longer_than_its_rows_panics() {
+        let (x, weights) = ([1.0f32; 4], [f32x8::ONE; 8]);
+        let zero = [[[f32x8::ZERO; 1]; 1]; 1];
+        accumulate_tile_blocked::<1, 1, 1>(zero, InputRows::new(&x, 0, 4), &weights, [0], 1, 5);
     }
 
     /// `(k_len − 1)·k_stride` past `usize::MAX` wrapped around to a short span in a release
