@@ -125,6 +125,40 @@ fn as_floats(h: &[f32x8]) -> &[f32] {
     wide::bytemuck::cast_slice(h)
 }
 
+/// States up to this many bytes are prefetched whole at the start of a step
+/// ([`prefetch_state`]), when the k loop is at most [`PREFETCHED_STATE_MAX_K`] long.
+const PREFETCHED_STATE_BYTES: usize = 4 << 10;
+
+/// See [`PREFETCHED_STATE_BYTES`].
+const PREFETCHED_STATE_MAX_K: usize = 256;
+
+/// Asks for every line of `state` at once, when it is small ([`PREFETCHED_STATE_BYTES`]) and
+/// the k loop that reads it short (`k_len`, at most [`PREFETCHED_STATE_MAX_K`]).
+///
+/// Split by panels, each worker's k loop broadcasts the whole state, half of which the other
+/// worker has just written: those lines come from the other core as the loop reaches them.
+/// Asked for all at once, right after the barrier, their transfers overlap. In a longer loop
+/// the hardware's prefetchers have them in time anyway, and a larger state only crowds the
+/// line fill buffers the weights need. Measured at 2 threads (alternating rounds): GRU 0.93×
+/// the time at B = 1, I = H = 128, 0.96–0.98× at 256, 0.94–0.95× at B = 4, I = H = 256;
+/// LSTM 0.97×, 0.97–0.98× and 0.95×. Without the bound on k, B = 2, I = H = 512 (4 KiB) took
+/// 1.02–1.04× the time; without the bound on bytes, B = 8, I = H = 512 (16 KiB) 1.05–1.07×.
+fn prefetch_state(state: &[f32x8], k_len: usize) {
+    if std::mem::size_of_val(state) > PREFETCHED_STATE_BYTES || k_len > PREFETCHED_STATE_MAX_K {
+        return;
+    }
+    // Two vectors of eight floats make a 64-byte line.
+    #[cfg(target_arch = "x86_64")]
+    for line in state.chunks(2) {
+        // SAFETY: a prefetch reads nothing and cannot fault; SSE is part of x86-64.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+}
+
 /// Advances `rows × panels` of `layer` by one step, visiting the panels in `order`: reads
 /// `h_prev` (every panel of `rows`; nobody writes it during the step), writes `h_next` (and
 /// `scratch`) for its own rows and panels. `h_prev`, `projection` and `active` hold the
@@ -152,6 +186,7 @@ pub unsafe fn recurrent_step(
     order: PanelOrder,
     sync: &dyn Fn(),
 ) {
+    prefetch_state(h_prev, layer.hidden_size());
     let stride = layer.panels() * LANES;
     let step = StepInputs {
         projection,
