@@ -141,8 +141,9 @@ const PREFETCHED_STATE_MAX_K: usize = 256;
 /// the hardware's prefetchers have them in time anyway, and a larger state only crowds the
 /// line fill buffers the weights need. Measured at 2 threads (alternating rounds): GRU 0.93×
 /// the time at B = 1, I = H = 128, 0.96–0.98× at 256, 0.94–0.95× at B = 4, I = H = 256;
-/// LSTM 0.97×, 0.97–0.98× and 0.95×. Without the bound on k, B = 2, I = H = 512 (4 KiB) took
-/// 1.02–1.04× the time; without the bound on bytes, B = 8, I = H = 512 (16 KiB) 1.05–1.07×.
+/// LSTM 0.97×, 0.97–0.98× and 0.95×. Without the bound on bytes, B = 8, I = H = 512 (16 KiB)
+/// took 1.05–1.07× the time. At B = 1 and 2, I = H = 512 it gained nothing (0.98–1.04×,
+/// about what those shapes varied by between two builds without it), hence the bound on k.
 fn prefetch_state(state: &[f32x8], k_len: usize) {
     if std::mem::size_of_val(state) > PREFETCHED_STATE_BYTES || k_len > PREFETCHED_STATE_MAX_K {
         return;
