@@ -140,10 +140,11 @@ const PREFETCHED_STATE_MAX_K: usize = 256;
 /// Asked for all at once, right after the barrier, their transfers overlap. In a longer loop
 /// the hardware's prefetchers have them in time anyway, and a larger state only crowds the
 /// line fill buffers the weights need. Measured at 2 threads (alternating rounds): GRU 0.93×
-/// the time at B = 1, I = H = 128, 0.96–0.98× at 256, 0.94–0.95× at B = 4, I = H = 256;
-/// LSTM 0.97×, 0.97–0.98× and 0.95×. Without the bound on bytes, B = 8, I = H = 512 (16 KiB)
-/// took 1.05–1.07× the time. At B = 1 and 2, I = H = 512 it gained nothing (0.98–1.04×,
-/// about what those shapes varied by between two builds without it), hence the bound on k.
+/// the time at B = 1, I = H = 128, 0.94–0.98× at 256, 0.94–0.96× at B = 4, I = H = 256;
+/// LSTM 0.97×, 0.97–0.99× and 0.95–0.97×. Without the bound on bytes, B = 8, I = H = 512
+/// (16 KiB) took 1.05–1.07× the time. At B = 1 and 2, I = H = 512 it gained nothing
+/// (0.98–1.04×, about what those shapes varied by between two builds without it), hence the
+/// bound on k.
 fn prefetch_state(state: &[f32x8], k_len: usize) {
     if std::mem::size_of_val(state) > PREFETCHED_STATE_BYTES || k_len > PREFETCHED_STATE_MAX_K {
         return;
