@@ -188,9 +188,9 @@ pub fn accumulate_tile<const G: usize, const MR: usize, const NR: usize>(
 }
 
 /// One slice per panel covering exactly its `k_len` strided k rows of `width` vectors
-/// (`k_len > 0`), checked
-/// here, once per tile, so that the k loop may index within them unchecked. Checked
-/// arithmetic: a span that wrapped around would let `k·k_stride` run past the slice.
+/// (`k_len > 0`), checked here, once per tile, so that the k loop may index within them
+/// unchecked. Checked arithmetic: a span that wrapped around would let `k·k_stride` run past
+/// the slice.
 ///
 /// # Panics
 /// If a panel runs past the end of `weights`.
@@ -321,8 +321,8 @@ pub fn accumulate_tile_blocked<const G: usize, const MR: usize, const NR: usize>
     // them. Cut anew for every block (rows sliced, panels from shifted starts), the
     // block's setup and the copies of the running totals around it took some 150 instructions
     // per block beside its 16 or 32 k steps (`perf annotate`); the 16-lane tile then took
-    // 1.14× its running sums' time at k = 128 and 1.12× at 1024, and 1.08× and 1.05× since
-    // (`cargo bench -p gru-simd --bench microkernel`).
+    // 1.14× its running sums' time at k = 128 and 1.12× at 1024, and 1.08× and 0.99–1.05×
+    // since (`cargo bench -p gru-simd --bench microkernel`).
     let panels = panel_spans(weights, panel_starts, k_stride, k_len, G);
     let block = sum_block(k_len);
     let mut k0 = 0;
