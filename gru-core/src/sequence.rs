@@ -204,6 +204,79 @@ impl SequenceOutput {
         }
     }
 
+    /// No buffers yet: a place for [`RecurrentKernel::forward_into`] to write into, which
+    /// shapes it on the first call and reuses its buffers on later ones.
+    ///
+    /// [`RecurrentKernel::forward_into`]: crate::RecurrentKernel::forward_into
+    pub fn empty() -> Self {
+        Self {
+            output: Vec::new(),
+            h_n: Vec::new(),
+            c_n: None,
+            layout: SequenceLayout {
+                seq_len: 0,
+                batch: 0,
+                batch_first: false,
+            },
+            output_size: 0,
+            num_states: 0,
+            hidden_size: 0,
+        }
+    }
+
+    /// Shapes these buffers for `input` run through a model of shape `config`, keeping their
+    /// allocations where they are large enough, and zeroes the output rows past each
+    /// sequence's length. Every other value is left as it was, for the kernel to overwrite:
+    /// kernels call this at the start of [`RecurrentKernel::forward_into`], after
+    /// [`SequenceInput::validate`].
+    ///
+    /// A buffer that must grow is allocated anew, zero-filled by the allocator, rather than
+    /// grown in place: there is nothing in it to keep, and fresh zeroed memory costs no pass
+    /// over it.
+    ///
+    /// ```
+    /// use gru_core::{Cell, GruVariant, ModelConfig, SequenceInput, SequenceOutput};
+    /// let config = ModelConfig {
+    ///     cell: Cell::Gru(GruVariant::ResetAfter),
+    ///     input_size: 1,
+    ///     hidden_size: 2,
+    ///     num_layers: 1,
+    ///     bidirectional: false,
+    /// };
+    /// let x = [0.0f32; 3 * 2]; // T = 3, B = 2, I = 1
+    /// let mut out = SequenceOutput::empty();
+    /// out.prepare(&config, &SequenceInput::new(&x, 3, 2));
+    /// assert_eq!(out.output_shape(), [3, 2, 2]);
+    /// out.output.fill(1.0);
+    /// // Sequence 1 has one valid step: its rows at steps 1 and 2 are zeroed.
+    /// out.prepare(&config, &SequenceInput::new(&x, 3, 2).lengths(&[3, 1]));
+    /// assert_eq!(out.output, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+    /// ```
+    ///
+    /// [`RecurrentKernel::forward_into`]: crate::RecurrentKernel::forward_into
+    pub fn prepare(&mut self, config: &ModelConfig, input: &SequenceInput<'_>) {
+        let layout = input.layout();
+        let state_len = config.num_states() * input.batch * config.hidden_size;
+        fit(&mut self.output, layout.rows() * config.output_size());
+        fit(&mut self.h_n, state_len);
+        if config.cell.has_cell_state() {
+            fit(self.c_n.get_or_insert_with(Vec::new), state_len);
+        } else {
+            self.c_n = None;
+        }
+        self.layout = layout;
+        self.output_size = config.output_size();
+        self.num_states = config.num_states();
+        self.hidden_size = config.hidden_size;
+        let width = self.output_size;
+        for b in 0..input.batch {
+            for t in input.valid_len(b)..input.seq_len {
+                let row = layout.row(t, b);
+                self.output[row * width..(row + 1) * width].fill(0.0);
+            }
+        }
+    }
+
     /// Shape of [`output`](Self::output).
     pub fn output_shape(&self) -> [usize; 3] {
         self.layout.shape(self.output_size)
@@ -212,6 +285,23 @@ impl SequenceOutput {
     /// Shape of [`h_n`](Self::h_n) and [`c_n`](Self::c_n).
     pub fn state_shape(&self) -> [usize; 3] {
         [self.num_states, self.layout.batch, self.hidden_size]
+    }
+}
+
+impl Default for SequenceOutput {
+    /// [`SequenceOutput::empty`].
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+/// `buffer` at `len` values: truncated or grown in place when its allocation holds them,
+/// else a fresh zeroed allocation.
+fn fit(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.capacity() < len {
+        *buffer = vec![0.0; len];
+    } else {
+        buffer.resize(len, 0.0);
     }
 }
 
@@ -323,6 +413,50 @@ mod tests {
             prop_assert_eq!(out.state_shape(), [layers * d, batch, 4]);
             prop_assert_eq!(out.output.len(), expected.iter().product::<usize>());
             prop_assert_eq!(out.c_n.is_some(), lstm);
+        }
+
+        #[test]
+        fn prepared_buffers_match_fresh_ones_in_shape_and_padding(
+            layers in 1usize..3, bidirectional: bool, lstm: bool, before_lstm: bool,
+            t_len in 0usize..5, batch in 0usize..5, batch_first: bool,
+            before_t in 0usize..6, before_batch in 0usize..6,
+            lengths in proptest::collection::vec(0usize..5, 5),
+        ) {
+            let cell = |lstm| if lstm { Cell::Lstm } else { Cell::Gru(GruVariant::ResetAfter) };
+            let cfg = config(cell(lstm), layers, bidirectional);
+            let lengths: Vec<usize> = lengths[..batch].iter().map(|&l| l.min(t_len)).collect();
+            let x = vec![0.0; t_len * batch * cfg.input_size];
+            let input = SequenceInput::new(&x, t_len, batch)
+                .batch_first(batch_first)
+                .lengths(&lengths);
+            // Buffers from an earlier call of another shape, every value dirty.
+            let before_cfg = config(cell(before_lstm), 2, true);
+            let before_x = vec![0.0; before_t * before_batch * 3];
+            let mut out = SequenceOutput::zeros(
+                &before_cfg,
+                &SequenceInput::new(&before_x, before_t, before_batch),
+            );
+            out.output.fill(f32::NAN);
+            out.h_n.fill(f32::NAN);
+            let capacity = out.output.capacity();
+            out.prepare(&cfg, &input);
+            let fresh = SequenceOutput::zeros(&cfg, &input);
+            prop_assert_eq!(out.output_shape(), fresh.output_shape());
+            prop_assert_eq!(out.state_shape(), fresh.state_shape());
+            prop_assert_eq!(out.output.len(), fresh.output.len());
+            prop_assert_eq!(out.h_n.len(), fresh.h_n.len());
+            prop_assert_eq!(out.c_n.as_ref().map(Vec::len), fresh.c_n.as_ref().map(Vec::len));
+            prop_assert_eq!(out.layout, fresh.layout);
+            if fresh.output.len() <= capacity {
+                prop_assert_eq!(out.output.capacity(), capacity, "the allocation is reused");
+            }
+            let width = fresh.output_size;
+            for (b, &length) in lengths.iter().enumerate() {
+                for t in length..t_len {
+                    let row = &out.output[input.layout().row(t, b) * width..][..width];
+                    prop_assert!(row.iter().all(|&v| v.to_bits() == 0), "t {t} b {b}");
+                }
+            }
         }
     }
 }

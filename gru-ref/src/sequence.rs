@@ -42,10 +42,10 @@ impl RecurrentKernel for ReferenceKernel {
         self.model.config()
     }
 
-    fn forward(&mut self, input: &SequenceInput<'_>) -> Result<SequenceOutput> {
+    fn forward_into(&mut self, input: &SequenceInput<'_>, out: &mut SequenceOutput) -> Result<()> {
         let config = *self.model.config();
         input.validate(&config)?;
-        let mut out = SequenceOutput::zeros(&config, input);
+        out.prepare(&config, input);
         let layout = input.layout();
         let hidden = config.hidden_size;
         let directions = config.num_directions();
@@ -95,7 +95,7 @@ impl RecurrentKernel for ReferenceKernel {
             }
             layer_input = layer_output;
         }
-        out.output = layer_input;
-        Ok(out)
+        out.output.copy_from_slice(&layer_input);
+        Ok(())
     }
 }

@@ -37,7 +37,7 @@ const NEWEST_WEIGHT: f64 = 0.5;
 /// split.rebalance(|worker| [1.0, 2.0][worker]);
 /// assert_eq!((split.part(0), split.part(1)), (0..42, 42..64));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Balance {
     len: usize,
     granule: usize,
@@ -45,6 +45,26 @@ pub struct Balance {
     bounds: Vec<usize>,
     /// Items per second of each worker, smoothed; `None` before its first measurement.
     speed: Vec<Option<f64>>,
+}
+
+impl Clone for Balance {
+    fn clone(&self) -> Self {
+        Self {
+            len: self.len,
+            granule: self.granule,
+            bounds: self.bounds.clone(),
+            speed: self.speed.clone(),
+        }
+    }
+
+    /// Reuses this split's buffers (the derived `clone_from` would allocate new ones): each
+    /// worker copies the split at the start of every call.
+    fn clone_from(&mut self, source: &Self) {
+        self.len = source.len;
+        self.granule = source.granule;
+        self.bounds.clone_from(&source.bounds);
+        self.speed.clone_from(&source.speed);
+    }
 }
 
 impl Balance {

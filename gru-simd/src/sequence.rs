@@ -154,6 +154,27 @@ pub(crate) const REBALANCE_STEPS: usize = 8;
 /// assert_eq!(out.output_shape(), [10, 2, 16]);
 /// # Ok::<(), gru_core::Error>(())
 /// ```
+///
+/// Calls of one shape into the same [`SequenceOutput`]
+/// ([`forward_into`](RecurrentKernel::forward_into)) allocate nothing once the first has
+/// shaped it and grown the model's buffers: a server or a streaming front end that calls the
+/// model in a loop keeps its memory still (as [`Stream::step`](crate::Stream::step) does
+/// step by step). It saves little time: against `forward` (new buffers per call) on 2
+/// threads, 0.98–0.99× the time at B = 64, I = H = 256–1024, and 0.99–1.00× at B = 1
+/// (`cargo run --release -p gru-simd --example reused_buffers`: medians of 20 alternating
+/// rounds, three runs).
+///
+/// ```
+/// use gru_core::{CellKind, GruVariant, LayerWeights, RecurrentKernel, SequenceInput, SequenceOutput};
+/// let weights = LayerWeights::new(CellKind::Gru, 4, 16, vec![0.01; 3 * 16 * 4], vec![0.02; 3 * 16 * 16], None, None)?;
+/// let mut gru = gru_simd::Gru::new(&weights, GruVariant::ResetAfter)?;
+/// let mut out = SequenceOutput::empty();
+/// for window in vec![1.0f32; 30 * 4].chunks(10 * 4) {
+///     gru.forward_into(&SequenceInput::new(window, 10, 1), &mut out)?;
+///     assert_eq!(out.output_shape(), [10, 1, 16]);
+/// }
+/// # Ok::<(), gru_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SimdModel {
     config: ModelConfig,
@@ -164,8 +185,7 @@ pub struct SimdModel {
     caller_alone: Workers,
     /// When the last `forward` call began.
     last_call: Option<Instant>,
-    /// Calls of fewer FLOPs may run alone: [`ALONE_BELOW_FLOPS`], or 0 in tests that follow
-    /// what the team does.
+    /// Calls of fewer FLOPs may run alone after a pause ([`Self::set_alone_below_flops`]).
     alone_below_flops: usize,
     /// Calls and streams whose every step is under this run alone
     /// ([`Self::set_alone_below_step_flops`]).
@@ -231,8 +251,12 @@ macro_rules! single_layer_model {
             fn config(&self) -> &ModelConfig {
                 self.0.config()
             }
-            fn forward(&mut self, input: &SequenceInput<'_>) -> Result<SequenceOutput> {
-                self.0.forward(input)
+            fn forward_into(
+                &mut self,
+                input: &SequenceInput<'_>,
+                out: &mut SequenceOutput,
+            ) -> Result<()> {
+                self.0.forward_into(input, out)
             }
         }
     };
@@ -339,6 +363,31 @@ impl SimdModel {
         self.alone_below_step_flops
     }
 
+    /// Calls (and steps of streams started later) of fewer than `flops` in all (every layer
+    /// and step) that come more than
+    /// [`IDLE_BEFORE_PARK`](crate::threading::IDLE_BEFORE_PARK) after the last one began run
+    /// on the calling thread alone when the workers have parked by then: waking them would
+    /// cost more than they save ([`Workers::run_alone`]). By default [`ALONE_BELOW_FLOPS`];
+    /// 0 sends every such call to the workers, which then wakes them.
+    ///
+    /// ```
+    /// use gru_core::{CellKind, GruVariant, LayerWeights};
+    /// let weights = LayerWeights::new(CellKind::Gru, 4, 16, vec![0.1; 192], vec![0.1; 768], None, None)?;
+    /// let mut model = gru_simd::Gru::new(&weights, GruVariant::ResetAfter)?;
+    /// assert_eq!(model.alone_below_flops(), gru_simd::threading::ALONE_BELOW_FLOPS);
+    /// model.set_alone_below_flops(0);
+    /// # Ok::<(), gru_core::Error>(())
+    /// ```
+    pub fn set_alone_below_flops(&mut self, flops: usize) {
+        self.alone_below_flops = flops;
+    }
+
+    /// The FLOPs under which a call that comes after a pause may run alone
+    /// ([`Self::set_alone_below_flops`]).
+    pub fn alone_below_flops(&self) -> usize {
+        self.alone_below_flops
+    }
+
     /// Whether every step of every layer at `batch` is under
     /// [`Self::alone_below_step_flops`] and needs the workers to meet after it: split by
     /// panels, as a stream's always are and a sequence's are unless its batch is large enough
@@ -406,10 +455,11 @@ impl RecurrentKernel for SimdModel {
         &self.config
     }
 
-    fn forward(&mut self, input: &SequenceInput<'_>) -> Result<SequenceOutput> {
+    fn forward_into(&mut self, input: &SequenceInput<'_>, out: &mut SequenceOutput) -> Result<()> {
         let config = self.config;
         input.validate(&config)?;
-        let mut out = SequenceOutput::zeros(&config, input);
+        // Zeroes the rows past each length: the steps below write every other value.
+        out.prepare(&config, input);
         let tiny_steps = self.tiny_steps(input.batch, StepSplit::RowsOrPanels);
         let Self {
             layers,
@@ -494,7 +544,7 @@ impl RecurrentKernel for SimdModel {
             }
         }
         workspace.between = between;
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -507,8 +557,14 @@ struct Workspace {
     chunks: Vec<Mutex<ChunkBuffers>>,
     /// Outputs of the layers before the last, time-major.
     between: [Vec<f32>; 2],
-    /// How each layer direction's work was last split between the workers.
-    splits: Vec<CarriedSplit>,
+    /// How each layer direction's work was last split between the workers: on the calling
+    /// thread alone (one worker, index 0), and on the team (index 1). Kept apart so that calls
+    /// that alternate between the two (small calls after pauses, [`Workers::run_alone`])
+    /// neither lose the team's split nor allocate a new one each time.
+    splits: Vec<[CarriedSplit; 2]>,
+    /// Each worker's busy time in the last chunks, split by rows
+    /// ([`DirectionRun::run_split_by_rows`]).
+    row_busy: Vec<[AtomicU64; 2]>,
 }
 
 /// How a layer direction's work was last split, carried from one call to the next, so that
@@ -584,6 +640,8 @@ struct ChunkBuffers {
     active: Vec<bool>,
     /// The projection, `G·panels` vectors per (step, row).
     projection: SharedVectors,
+    /// This worker's copy of the rows' split, when split by rows.
+    balance: Option<Balance>,
 }
 
 impl ChunkBuffers {
@@ -602,6 +660,7 @@ impl Default for ChunkBuffers {
             gathered: Vec::new(),
             active: Vec::new(),
             projection: SharedVectors::zeros(0),
+            balance: None,
         }
     }
 }
@@ -679,9 +738,9 @@ impl DirectionRun<'_> {
         load_state(state.scratch.c.get_mut(), self.c0, batch, hidden, panels);
 
         if ws.splits.len() <= self.slot {
-            ws.splits.resize_with(self.slot + 1, CarriedSplit::default);
+            ws.splits.resize_with(self.slot + 1, Default::default);
         }
-        let carried = &mut ws.splits[self.slot];
+        let carried = &mut ws.splits[self.slot][usize::from(threads > 1)];
         if carried.threads != threads {
             // Parts for other workers (the model's threads were changed): a worker past their
             // count would index out of them, and parts no worker has now would never run.
@@ -691,13 +750,14 @@ impl DirectionRun<'_> {
             };
         }
         if layer_splits_by_rows(threads, batch, layer) {
-            let last = carried
-                .rows
-                .take()
-                .filter(|(rows, _)| *rows == batch)
-                .map(|(_, balance)| balance);
-            let balance = self.run_split_by_rows(state, &ws.chunks, &dest, last);
-            carried.rows = Some((batch, balance));
+            if carried.rows.as_ref().is_none_or(|(rows, _)| *rows != batch) {
+                carried.rows = Some((batch, Balance::even(batch, threads, ROW_GRANULE)));
+            }
+            let (_, split) = carried.rows.as_mut().expect("just set");
+            if ws.row_busy.len() < threads {
+                ws.row_busy.resize_with(threads, Default::default);
+            }
+            self.run_split_by_rows(state, &ws.chunks, &ws.row_busy, &dest, split);
         } else {
             let chunk = ws.chunks[0].get_mut().unwrap_or_else(|e| e.into_inner());
             let split = carried
@@ -720,31 +780,32 @@ impl DirectionRun<'_> {
     /// Against an even split for the whole sequence (B = 64, 2 threads, medians of six
     /// alternating rounds): GRU +11 % (I = H = 256), +15 % (512), +18 % (1024); LSTM +1 %,
     /// +15 %, +24 %. Starts from `last` (the split the previous call ended with) if there is
-    /// one, and returns the split this call ends with.
+    /// one, and leaves in `split` the split this call ends with.
+    ///
+    /// `busy` (one entry per worker at least) holds the nanoseconds each worker spent on its
+    /// rows in the last chunks, by chunk parity: a worker overwrites a slot only two chunks
+    /// later, after every worker has read it. (Not running totals as in `SplitCopy`: no
+    /// barrier separates a worker's next addition from another's late read here.) It and each
+    /// worker's copy of the split live in buffers kept between calls, so that a call
+    /// allocates nothing once they have grown.
     fn run_split_by_rows(
         &self,
         state: &BatchState,
         chunks: &[Mutex<ChunkBuffers>],
+        busy: &[[AtomicU64; 2]],
         dest: &Destination<'_>,
-        last: Option<Balance>,
-    ) -> Balance {
+        split: &mut Balance,
+    ) {
         let layer = self.layer;
         let (batch, panels, input_size) = (self.input.batch, layer.panels(), layer.input_size());
         let width = layer.gates() * panels;
-        let threads = self.workers.threads();
         let steps = self.steps();
         let chunk_len = self.chunk_len(batch, steps);
-        // Nanoseconds each worker spent on its rows in the last chunks, by chunk parity: a
-        // worker overwrites a slot only two chunks later, after every worker has read it. (Not
-        // running totals as in `SplitCopy`: no barrier separates a worker's next addition
-        // from another's late read here.)
-        let busy: Vec<[AtomicU64; 2]> = (0..threads).map(|_| Default::default()).collect();
-        let start = last.unwrap_or_else(|| Balance::even(batch, threads, ROW_GRANULE));
-        // Every worker's copy ends the same; worker 0's is kept for the next call.
-        let end = Mutex::new(None);
+        let start = &*split;
         self.workers.run(&|worker, barrier| {
             let mut chunk = chunks[worker].lock().unwrap_or_else(|e| e.into_inner());
-            let mut balance = start.clone();
+            let mut balance = chunk.balance.take().unwrap_or_else(|| start.clone());
+            balance.clone_from(start);
             for (c, s0) in (0..steps).step_by(chunk_len).enumerate() {
                 let n = chunk_len.min(steps - s0);
                 let rows = balance.part(worker);
@@ -782,13 +843,13 @@ impl DirectionRun<'_> {
                 barrier.wait();
                 balance.rebalance(|w| busy[w][c % 2].load(Ordering::Relaxed) as f64 * 1e-9);
             }
-            if worker == 0 {
-                *end.lock().unwrap_or_else(|e| e.into_inner()) = Some(balance);
-            }
+            chunk.balance = Some(balance);
         });
-        end.into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(start)
+        // Every worker's copy ends the same; worker 0's is kept for the next call.
+        let chunk = chunks[0].lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(end) = &chunk.balance {
+            split.clone_from(end);
+        }
     }
 
     /// Small batches, and larger layers at any batch ([`splits_by_rows`]): all workers on all
@@ -961,6 +1022,10 @@ impl DirectionRun<'_> {
     /// room for their projection, and, unless `gather` is false (the inputs are used in place,
     /// [`Self::inputs_in_place`]), their inputs (zeros past a row's length). One projection
     /// then serves batch-first inputs, reverse directions and ragged lengths alike.
+    ///
+    /// The buffers are sized for the whole batch on their first use, however many rows the
+    /// worker has now: the rows move between workers as they are rebalanced, and a worker
+    /// handed more rows than it ever had would otherwise allocate in the middle of a call.
     fn fill_chunk(
         &self,
         chunk: &mut ChunkBuffers,
@@ -971,25 +1036,34 @@ impl DirectionRun<'_> {
     ) {
         let width = self.source_width;
         let count = rows.len();
+        let most_rows = n * self.input.batch;
         chunk.active.clear();
+        chunk.active.reserve(most_rows);
         chunk.active.extend(
             (0..n * count)
                 .map(|slot| s0 + slot / count < self.input.valid_len(rows.start + slot % count)),
         );
         if gather {
+            // Each row written once: zero-filling the whole buffer first, then copying over
+            // it, wrote every active row twice.
             chunk.gathered.clear();
-            chunk.gathered.resize(n * count * width, 0.0);
-            for (slot, row) in chunk.gathered.chunks_exact_mut(width.max(1)).enumerate() {
+            chunk.gathered.reserve(most_rows * width);
+            for slot in 0..n * count {
                 let (s, b) = (s0 + slot / count, rows.start + slot % count);
                 if chunk.active[slot] {
                     let source_row = self.source_layout.row(self.time_of(s, b), b);
-                    row.copy_from_slice(&self.source[source_row * width..(source_row + 1) * width]);
+                    chunk
+                        .gathered
+                        .extend_from_slice(&self.source[source_row * width..][..width]);
+                } else {
+                    let len = chunk.gathered.len();
+                    chunk.gathered.resize(len + width, 0.0);
                 }
             }
         }
-        let vectors = n * count * self.layer.gates() * self.layer.panels();
-        if chunk.projection.len() < vectors {
-            chunk.projection = SharedVectors::zeros(vectors);
+        let row_vectors = self.layer.gates() * self.layer.panels();
+        if chunk.projection.len() < n * count * row_vectors {
+            chunk.projection = SharedVectors::zeros(most_rows * row_vectors);
         }
     }
 }
@@ -1139,8 +1213,8 @@ pub(crate) mod tests {
         let model = Model::single_layer(Cell::Gru(GruVariant::ResetAfter), weights).unwrap();
         let mut gru = SimdModel::with_threads(&model, 2).unwrap();
         // Every call on the team, even if it has parked in between (a slow run).
-        gru.alone_below_flops = 0;
-        gru.alone_below_step_flops = 0;
+        gru.set_alone_below_flops(0);
+        gru.set_alone_below_step_flops(0);
         let call = |gru: &mut SimdModel, t: usize, b: usize| {
             let x = vec![0.5; t * b * 3];
             gru.forward(&SequenceInput::new(&x, t, b)).unwrap();
@@ -1148,14 +1222,27 @@ pub(crate) mod tests {
         // B = 1, split by panels: the steps that time the next rebalance add up over calls.
         call(&mut gru, 3, 1);
         call(&mut gru, 7, 1);
-        let panels = gru.workspace.splits[0].panels.as_ref().unwrap();
-        assert_eq!(panels.steps, 10);
+        let [alone, team] = &gru.workspace.splits[0];
+        assert_eq!(team.panels.as_ref().unwrap().steps, 10);
+        assert!(alone.panels.is_none(), "no call ran alone");
         // B = 8, split by rows: the last split is kept for the next call of that batch size.
         call(&mut gru, 3, 8);
-        let (rows, balance) = gru.workspace.splits[0].rows.as_ref().unwrap();
+        let (rows, balance) = gru.workspace.splits[0][1].rows.as_ref().unwrap();
         assert_eq!(*rows, 8);
         assert_eq!(balance.part(0).start, 0);
         assert_eq!(balance.part(1).end, 8);
+    }
+
+    /// Steps the first layer direction has run on the calling thread alone, all calls
+    /// together: counted by its split for one worker, which only those calls use.
+    #[cfg(feature = "rayon")]
+    fn steps_alone(model: &SimdModel) -> usize {
+        model
+            .workspace
+            .splits
+            .first()
+            .and_then(|[alone, _]| alone.panels.as_ref())
+            .map_or(0, |split| split.steps)
     }
 
     #[test]
@@ -1193,6 +1280,7 @@ pub(crate) mod tests {
                     // valgrind a call takes longer than the workers idle before they park).
                     two.last_call = Some(Instant::now() + std::time::Duration::from_secs(60));
                 }
+                let steps_alone_before = steps_alone(&two);
                 let got = two.forward(&input).unwrap();
                 assert_eq!(
                     bits(&got.output),
@@ -1201,9 +1289,9 @@ pub(crate) mod tests {
                 );
                 assert_eq!(bits(&got.h_n), bits(&want.h_n), "{cell:?}, call {call}");
                 assert_eq!(got.c_n.map(|c| bits(&c)), want.c_n.map(|c| bits(&c)));
-                // The call after a pause ran alone (a split for one worker), the next on both.
-                let workers = if after_a_pause { 1 } else { 2 };
-                assert_eq!(two.workspace.splits[0].threads, workers, "call {call}");
+                // The call after a pause ran alone, the next on both workers.
+                let ran_alone = steps_alone(&two) == steps_alone_before + t;
+                assert_eq!(ran_alone, after_a_pause, "call {call}");
             }
         }
     }
@@ -1232,11 +1320,12 @@ pub(crate) mod tests {
                 two.set_alone_below_step_flops(alone_below);
                 // As if the last call had begun just now: no call here is after a pause.
                 two.last_call = Some(Instant::now() + std::time::Duration::from_secs(60));
+                let steps_alone_before = steps_alone(&two);
                 let got = two.forward(&input).unwrap();
                 assert_eq!(bits(&got.output), bits(&want.output), "{cell:?}");
                 assert_eq!(bits(&got.h_n), bits(&want.h_n), "{cell:?}");
-                // The split this call ended with is for the workers it ran on.
-                assert_eq!(two.workspace.splits[0].threads, workers, "{cell:?}");
+                let ran_alone = steps_alone(&two) == steps_alone_before + t;
+                assert_eq!(ran_alone, workers == 1, "{cell:?}");
             }
         }
     }

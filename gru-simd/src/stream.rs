@@ -11,7 +11,7 @@ use crate::packing::{LANES, PackedLayer};
 use crate::projection::project;
 use crate::sequence::{REBALANCE_STEPS, SimdModel, StepSplit};
 use crate::step::{CellScratch, panel_groups, recurrent_step};
-use crate::threading::{ALONE_BELOW_FLOPS, JobSize, SharedVectors, WorkerBarrier};
+use crate::threading::{JobSize, SharedVectors, WorkerBarrier};
 use crate::tiles::PanelOrder;
 
 /// The carried state of one layer.
@@ -65,7 +65,8 @@ pub struct Stream<'m> {
     output: Vec<f32>,
     /// Steps taken so far.
     steps: usize,
-    /// Whether a step of every layer takes fewer than [`ALONE_BELOW_FLOPS`].
+    /// Whether a step of all layers together takes fewer than the model's
+    /// [`SimdModel::alone_below_flops`].
     small: bool,
     /// Whether a step of every layer is under the model's
     /// [`SimdModel::alone_below_step_flops`]: then every step runs alone.
@@ -117,7 +118,7 @@ impl SimdModel {
                 .iter()
                 .map(|layer| layer.flops(batch))
                 .fold(0, usize::saturating_add)
-                < ALONE_BELOW_FLOPS,
+                < self.alone_below_flops(),
             tiny: self.tiny_steps(batch, StepSplit::Panels),
             last_step: None,
         })

@@ -209,6 +209,64 @@ proptest! {
         });
         prop_assert!(eight == sixteen, "8 and 16 lanes differ: {case:?}");
     }
+
+    /// `forward_into` buffers left by a call of another shape and model, every value dirtied
+    /// (NaN), give bitwise what `forward` gives into fresh zeroed buffers: the padding rows
+    /// are zeroed, every other value is written.
+    #[test]
+    fn forward_into_reused_dirty_buffers_gives_what_forward_gives(
+        case in case(),
+        earlier in case(),
+    ) {
+        let mut out = with_case_input(&earlier, |model, input| {
+            on_workers(model, earlier.threads).forward(input).unwrap()
+        });
+        let dirty = |out: &mut SequenceOutput| {
+            out.output.fill(f32::NAN);
+            out.h_n.fill(f32::NAN);
+            if let Some(c) = out.c_n.as_mut() {
+                c.fill(f32::NAN);
+            }
+        };
+        with_case_input(&case, |model, input| {
+            let mut simd = on_workers(model, case.threads);
+            let fresh = output_bits(&simd.forward(input).unwrap());
+            for call in 0..2 {
+                dirty(&mut out);
+                simd.forward_into(input, &mut out).unwrap();
+                prop_assert!(output_bits(&out) == fresh, "call {call}: {case:?}");
+                let width = out.output_size;
+                for b in 0..input.batch {
+                    for t in input.valid_len(b)..input.seq_len {
+                        let row = &out.output[input.layout().row(t, b) * width..][..width];
+                        prop_assert!(row.iter().all(|v| v.to_bits() == 0), "t {t}, b {b}");
+                    }
+                }
+                prop_assert_eq!(out.output_shape(), simd.forward(input).unwrap().output_shape());
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn reference_forward_into_reused_dirty_buffers_gives_what_forward_gives() {
+    for (k, &cell) in CELLS.iter().enumerate() {
+        let model = random_model(cell, 5, 7, 2, true, true, 80 + k as u64);
+        let mut reference = ReferenceKernel::new(model);
+        let mut values = Values::new(81);
+        let mut out = SequenceOutput::empty();
+        for (t, b) in [(6, 3), (4, 2), (6, 3)] {
+            let x = values.vec(t * b * 5, 2.0);
+            let lengths: Vec<usize> = (0..b).map(|i| (i * 3) % (t + 1)).collect();
+            let input = SequenceInput::new(&x, t, b).lengths(&lengths);
+            let fresh = output_bits(&reference.forward(&input).unwrap());
+            out.output.fill(f32::NAN);
+            out.h_n.fill(f32::NAN);
+            reference.forward_into(&input, &mut out).unwrap();
+            assert!(output_bits(&out) == fresh, "{cell:?} T={t} B={b}");
+        }
+    }
 }
 
 #[test]
