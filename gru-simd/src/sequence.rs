@@ -779,8 +779,8 @@ impl DirectionRun<'_> {
     /// slowed down by the host hands rows over to the others instead of holding them up.
     /// Against an even split for the whole sequence (B = 64, 2 threads, medians of six
     /// alternating rounds): GRU +11 % (I = H = 256), +15 % (512), +18 % (1024); LSTM +1 %,
-    /// +15 %, +24 %. Starts from `last` (the split the previous call ended with) if there is
-    /// one, and leaves in `split` the split this call ends with.
+    /// +15 %, +24 %. Starts from `split` (the one the previous call of this batch size ended
+    /// with, or an even one), and leaves in it the split this call ends with.
     ///
     /// `busy` (one entry per worker at least) holds the nanoseconds each worker spent on its
     /// rows in the last chunks, by chunk parity: a worker overwrites a slot only two chunks
