@@ -228,7 +228,8 @@ impl SequenceOutput {
     /// allocations where they are large enough, and zeroes the output rows past each
     /// sequence's length. Every other value is left as it was, for the kernel to overwrite:
     /// kernels call this at the start of [`RecurrentKernel::forward_into`], after
-    /// [`SequenceInput::validate`].
+    /// [`SequenceInput::validate`], whose checks it does not repeat: it sizes the buffers
+    /// from `input`'s `T` and `B`, whatever its data holds.
     ///
     /// A buffer that must grow is allocated anew, zero-filled by the allocator, rather than
     /// grown in place: there is nothing in it to keep, and fresh zeroed memory costs no pass
@@ -270,7 +271,9 @@ impl SequenceOutput {
         self.hidden_size = config.hidden_size;
         let width = self.output_size;
         for b in 0..input.batch {
-            for t in input.valid_len(b)..input.seq_len {
+            // Not `valid_len`, which would panic on an unvalidated input with too few lengths.
+            let valid = input.lengths.and_then(|l| l.get(b).copied());
+            for t in valid.unwrap_or(input.seq_len)..input.seq_len {
                 let row = layout.row(t, b);
                 self.output[row * width..(row + 1) * width].fill(0.0);
             }
