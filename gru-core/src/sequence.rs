@@ -191,17 +191,9 @@ pub struct SequenceOutput {
 impl SequenceOutput {
     /// Zero-filled output buffers for `input` run through a model of shape `config`.
     pub fn zeros(config: &ModelConfig, input: &SequenceInput<'_>) -> Self {
-        let layout = input.layout();
-        let state_len = config.num_states() * input.batch * config.hidden_size;
-        Self {
-            output: vec![0.0; layout.rows() * config.output_size()],
-            h_n: vec![0.0; state_len],
-            c_n: config.cell.has_cell_state().then(|| vec![0.0; state_len]),
-            layout,
-            output_size: config.output_size(),
-            num_states: config.num_states(),
-            hidden_size: config.hidden_size,
-        }
+        let mut out = Self::empty();
+        out.prepare(config, input);
+        out
     }
 
     /// No buffers yet: a place for [`RecurrentKernel::forward_into`] to write into, which
