@@ -230,7 +230,8 @@ proptest! {
         };
         with_case_input(&case, |model, input| {
             let mut simd = on_workers(model, case.threads);
-            let fresh = output_bits(&simd.forward(input).unwrap());
+            let fresh_out = simd.forward(input).unwrap();
+            let fresh = output_bits(&fresh_out);
             for call in 0..2 {
                 dirty(&mut out);
                 simd.forward_into(input, &mut out).unwrap();
@@ -242,7 +243,8 @@ proptest! {
                         prop_assert!(row.iter().all(|v| v.to_bits() == 0), "t {t}, b {b}");
                     }
                 }
-                prop_assert_eq!(out.output_shape(), simd.forward(input).unwrap().output_shape());
+                prop_assert_eq!(out.output_shape(), fresh_out.output_shape());
+                prop_assert_eq!(out.state_shape(), fresh_out.state_shape());
             }
             Ok(())
         })?;
