@@ -1,7 +1,11 @@
 //! `gru bench` end to end, on tiny shapes: the default subcommand, JSON lines with exactly the
 //! documented keys, step mode, and bad options.
 
+mod common;
+
 use std::process::{Command, Output};
+
+use common::ScratchDir;
 
 fn gru(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gru"))
@@ -229,9 +233,7 @@ fn more_threads_than_cores_warn() {
 /// `--svg` writes the plot, and nothing else beside it.
 #[test]
 fn svg_plot_is_written_whole() {
-    let dir = std::env::temp_dir().join(format!("gru-bench-svg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("bench-svg");
     let path = dir.join("plot.svg");
     quick_gru_bench(&[
         "--shapes",
@@ -253,5 +255,4 @@ fn svg_plot_is_written_whole() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(files, ["plot.svg"]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Case, scaled_error, sequence_cases};
+use common::{Case, ScratchDir, scaled_error, sequence_cases};
 use gru_bench::npy_io::read_f32;
 
 fn gru(args: &[&str]) -> Output {
@@ -14,13 +14,6 @@ fn gru(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gru-run-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn s(p: &Path) -> &str {
@@ -69,7 +62,7 @@ fn case_args(case: &Case, kernel: &str, out: &Path) -> Vec<String> {
 
 fn check_command_on_every_fixture(kernel: &str) {
     for case in sequence_cases() {
-        let out = temp_dir(&format!("{kernel}-{}", case.name));
+        let out = ScratchDir::new(&format!("run-test-{kernel}-{}", case.name));
         let args = case_args(&case, kernel, &out);
         let result = gru(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
@@ -96,7 +89,6 @@ fn check_command_on_every_fixture(kernel: &str) {
                 case.name
             );
         }
-        std::fs::remove_dir_all(&out).unwrap();
     }
 }
 
@@ -146,8 +138,8 @@ fn bad_inputs_fail_cleanly_without_output() {
         .iter()
         .find(|c| c.name == "torch_lstm_basic_h0_c0")
         .unwrap();
-    let scratch = temp_dir("scratch");
-    let out = temp_dir("out");
+    let scratch = ScratchDir::new("run-test-scratch");
+    let out = ScratchDir::new("run-test-out");
     let y = out.join("y.npy");
     let weights = gru_case.file("model.safetensors");
     let input = gru_case.file("input.npy");

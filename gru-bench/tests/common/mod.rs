@@ -155,3 +155,37 @@ pub fn sequence_cases() -> Vec<Case> {
     );
     cases
 }
+
+/// A fresh directory under the system's temporary directory, removed with everything in it
+/// when dropped, so that test runs (passing or failing) leave nothing behind.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// `gru-{name}-{pid}`, emptied if a killed run left it.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("gru-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
