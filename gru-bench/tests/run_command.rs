@@ -193,6 +193,14 @@ fn bad_inputs_fail_cleanly_without_output() {
     let mut args = base(&[]);
     args[6] = s(&two_d).into();
     run(args, "expected 3 dimensions");
+    // No steps of very many sequences: no data to read, final states beyond any memory.
+    for (batch, needle) in [(1usize << 60, "too large"), (1 << 40, "GB of memory")] {
+        let no_steps = scratch.join("no_steps.npy");
+        write_npy_f32(&no_steps, &[0, batch, 5], &[]);
+        let mut args = base(&[]);
+        args[6] = s(&no_steps).into();
+        run(args, needle);
+    }
     let lengths = scratch.join("lengths.npy");
     let float_lengths = scratch.join("float_lengths.npy");
     write_npy_f32(&float_lengths, &[3], &[1.0, 2.0, 3.0]);

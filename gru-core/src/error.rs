@@ -18,6 +18,14 @@ pub enum Error {
         /// The shape that was given.
         actual: Vec<usize>,
     },
+    /// A tensor or buffer would hold more elements than any buffer can (its element count
+    /// overflows, or its `f32`s would take more than `isize::MAX` bytes): a dimension is wrong.
+    TooLarge {
+        /// Which tensor or buffer, e.g. `"output"` or `"weight_hh"`.
+        tensor: String,
+        /// The shape that was asked for.
+        shape: Vec<usize>,
+    },
     /// A tensor the model needs is not in the file.
     MissingTensor {
         /// Full name of the tensor that was looked for.
@@ -77,6 +85,10 @@ impl fmt::Display for Error {
                 f,
                 "tensor `{tensor}` has shape {actual:?}, expected {expected:?}"
             ),
+            Error::TooLarge { tensor, shape } => write!(
+                f,
+                "tensor `{tensor}` of shape {shape:?} would be larger than memory can address"
+            ),
             Error::MissingTensor { tensor } => write!(f, "tensor `{tensor}` is missing"),
             Error::UnexpectedTensor { tensor, reason } => {
                 write!(f, "tensor `{tensor}` does not fit the model: {reason}")
@@ -103,12 +115,40 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The number of elements of a tensor of shape `shape`, or [`Error::TooLarge`] naming `tensor`
+/// when that number overflows `usize` or its `f32`s would take more than `isize::MAX` bytes,
+/// more than any buffer can hold.
+///
+/// Kernels call this before they size their buffers from dimensions they were given, so that
+/// a wrong dimension is an error rather than an overflow.
+///
+/// ```
+/// use gru_core::error::element_count;
+/// assert_eq!(element_count("h_n", &[2, 3, 4])?, 24);
+/// assert!(element_count("h_n", &[usize::MAX, 2, 1]).is_err());
+/// # Ok::<(), gru_core::Error>(())
+/// ```
+pub fn element_count(tensor: &str, shape: &[usize]) -> Result<usize> {
+    checked_product(shape)
+        .filter(|&count| count <= isize::MAX as usize / std::mem::size_of::<f32>())
+        .ok_or_else(|| Error::TooLarge {
+            tensor: tensor.to_owned(),
+            shape: shape.to_vec(),
+        })
+}
+
+fn checked_product(shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |count, &dim| count.checked_mul(dim))
+}
+
 /// Returns a [`Error::Shape`] unless `actual_len` equals the product of `expected`.
 ///
 /// Flat buffers carry no shape of their own, so a wrong length is reported as the flat length
-/// against the expected shape.
+/// against the expected shape. A product that overflows matches no length.
 pub(crate) fn check_len(tensor: &str, expected: &[usize], actual_len: usize) -> Result<()> {
-    if expected.iter().product::<usize>() == actual_len {
+    if checked_product(expected) == Some(actual_len) {
         Ok(())
     } else {
         Err(Error::Shape {

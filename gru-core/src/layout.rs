@@ -10,7 +10,7 @@
 //!   formula.
 
 use crate::cell::CellKind;
-use crate::error::{Result, check_len};
+use crate::error::{Error, Result, check_len, element_count};
 use crate::weights::LayerWeights;
 
 /// ONNX GRU gate order (z, r, h) listed by PyTorch gate (r, z, n): PyTorch gate `g` is ONNX
@@ -80,6 +80,8 @@ impl OnnxWeights {
         input_size: usize,
         hidden_size: usize,
     ) -> Result<LayerWeights> {
+        // R's count bounds G·H and 2·G·H.
+        element_count("R", &[kind.gate_count(), hidden_size, hidden_size])?;
         let rows = kind.gate_count() * hidden_size;
         check_len("W", &[rows, input_size], self.w.len())?;
         check_len("R", &[rows, hidden_size], self.r.len())?;
@@ -164,7 +166,15 @@ impl ConcatenatedGru {
     /// [`GruVariant::ResetBefore`](crate::GruVariant::ResetBefore).
     pub fn to_layer_weights(&self) -> Result<LayerWeights> {
         let (h, i) = (self.hidden_size, self.input_size);
+        if h == 0 || i == 0 {
+            return Err(Error::Config(format!(
+                "input size ({i}) and hidden size ({h}) must be at least 1"
+            )));
+        }
         let matrices = [("W_r", &self.w_r), ("W_z", &self.w_z), ("W", &self.w)];
+        // Both halves' counts bound H + I and every count below.
+        element_count("W_r", &[h, h])?;
+        element_count("W_r", &[h, i])?;
         for (name, m) in matrices {
             check_len(name, &[h, h + i], m.len())?;
         }
@@ -192,7 +202,7 @@ impl ConcatenatedGru {
     /// without `b_hh`, and for the ResetBefore formula it computes the same function.
     pub fn from_layer_weights(weights: &LayerWeights) -> Result<ConcatenatedGru> {
         if weights.kind() != CellKind::Gru {
-            return Err(crate::Error::Config(
+            return Err(Error::Config(
                 "the concatenated layout exists only for GRU weights".into(),
             ));
         }
@@ -344,5 +354,40 @@ mod tests {
         concat.b_z.push(1.0);
         let err = concat.to_layer_weights().unwrap_err();
         assert!(err.to_string().contains("`b_z`"), "{err}");
+    }
+
+    #[test]
+    fn sizes_past_memory_and_zero_sizes_are_errors() {
+        let onnx = OnnxWeights {
+            w: vec![],
+            r: vec![],
+            b: Some(vec![]),
+        };
+        // G·H·H overflows (and G·H wraps to 2 without the check).
+        let huge = usize::MAX / 3 + 1;
+        let err = onnx.to_layer_weights(CellKind::Gru, 1, huge).unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge { tensor, .. } if tensor == "R"),
+            "{err}"
+        );
+        let empty = |h, i| ConcatenatedGru {
+            input_size: i,
+            hidden_size: h,
+            w_r: vec![],
+            w_z: vec![],
+            w: vec![],
+            b_r: vec![],
+            b_z: vec![],
+            b: vec![],
+        };
+        for (h, i) in [(0, 0), (0, 3), (2, 0)] {
+            let err = empty(h, i).to_layer_weights().unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{err}");
+        }
+        // H + I overflows.
+        let err = empty(usize::MAX, 1).to_layer_weights().unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        let err = empty(1, usize::MAX).to_layer_weights().unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
     }
 }

@@ -7,7 +7,7 @@
 //!   sequence `b` of length `ℓ` has outputs zero at steps `≥ ℓ`, its `h_n` is the state after
 //!   its last valid step, and the reverse direction starts at step `ℓ − 1`.
 
-use crate::error::{Error, Result, check_len};
+use crate::error::{Error, Result, check_len, element_count};
 use crate::model::ModelConfig;
 
 /// Where step `t` of sequence `b` lives in a `[T, B, F]` or `[B, T, F]` buffer.
@@ -136,11 +136,16 @@ impl<'a> SequenceInput<'a> {
         self.lengths.map_or(self.seq_len, |lengths| lengths[b])
     }
 
-    /// Checks every buffer against the model's shape; kernels call this first.
+    /// Checks every buffer against the model's shape, and that the output and final states
+    /// the call returns have sizes a buffer can hold ([`Error::TooLarge`] otherwise);
+    /// kernels call this first.
     pub fn validate(&self, config: &ModelConfig) -> Result<()> {
         let layout = self.layout();
         check_len("input", &layout.shape(config.input_size), self.data.len())?;
         let state_shape = [config.num_states(), self.batch, config.hidden_size];
+        // What the call will allocate; with T = 0 the input bounds no other size.
+        element_count("output", &layout.shape(config.output_size()))?;
+        element_count("h_n", &state_shape)?;
         if let Some(h0) = self.h0 {
             check_len("h0", &state_shape, h0.len())?;
         }
@@ -367,6 +372,37 @@ mod tests {
             .validate(&lstm)
             .unwrap_err();
         assert!(err.to_string().contains("`c0`"), "{err}");
+    }
+
+    #[test]
+    fn sizes_past_memory_are_errors_not_overflows() {
+        let gru = config(Cell::Gru(GruVariant::ResetAfter), 2, true);
+        // T·B·I wraps to 0 = the data's length: a mismatch, not a pass.
+        let half = 1usize << (usize::BITS / 2);
+        let err = SequenceInput::new(&[], half, half)
+            .validate(&gru)
+            .unwrap_err();
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+        // With T = 0 the input bounds nothing: the final states' size is checked itself.
+        let err = SequenceInput::new(&[], 0, usize::MAX / 4)
+            .validate(&gru)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge { tensor, .. } if tensor == "h_n"),
+            "{err}"
+        );
+        // A count that fits usize but whose f32s would pass isize::MAX bytes.
+        let one_state = config(Cell::Gru(GruVariant::ResetAfter), 1, false);
+        let batch_past_limit = (isize::MAX as usize / 4 + 1).div_ceil(4);
+        let err = SequenceInput::new(&[], 0, batch_past_limit)
+            .validate(&one_state)
+            .unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        assert!(
+            SequenceInput::new(&[], 0, batch_past_limit - 1)
+                .validate(&one_state)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The weights of one layer in one direction, in PyTorch's layout.
 
 use crate::cell::CellKind;
-use crate::error::{Error, Result, check_len};
+use crate::error::{Error, Result, check_len, element_count};
 
 /// The weights of one layer and one direction, in PyTorch's layout.
 ///
@@ -76,6 +76,9 @@ impl LayerWeights {
                 "input size ({input_size}) and hidden size ({hidden_size}) must be at least 1"
             )));
         }
+        // W_hh's count bounds G·H and every count below.
+        element_count(names[1], &[kind.gate_count(), hidden_size, hidden_size])?;
+        element_count(names[0], &[kind.gate_count(), hidden_size, input_size])?;
         let rows = kind.gate_count() * hidden_size;
         check_len(names[0], &[rows, input_size], w_ih.len())?;
         check_len(names[1], &[rows, hidden_size], w_hh.len())?;
@@ -149,5 +152,32 @@ impl LayerWeights {
         self.b_hh
             .as_ref()
             .map_or(0.0, |b| b[gate * self.hidden_size + unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_and_overflowing_sizes_are_errors() {
+        let new = |i, h| LayerWeights::new(CellKind::Gru, i, h, vec![], vec![], None, None);
+        for (i, h) in [(0, 0), (0, 2), (2, 0)] {
+            assert!(matches!(new(i, h), Err(Error::Config(_))));
+        }
+        // Without the checks, G·H wraps to 2 and G·H·H overflows.
+        let err = new(1, usize::MAX / 3 + 1).unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge { tensor, .. } if tensor == "weight_hh"),
+            "{err}"
+        );
+        let err = new(usize::MAX, 1).unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge { tensor, .. } if tensor == "weight_ih"),
+            "{err}"
+        );
+        // The sizes alone are fine: the buffers are the wrong length.
+        let err = new(3, 2).unwrap_err();
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use gru_core::error::element_count;
 use gru_core::{Cell, Error, RecurrentKernel, Result};
 use wide::f32x8;
 
@@ -85,6 +86,11 @@ impl SimdModel {
             ));
         }
         let threads = self.threads();
+        for layer in self.layers() {
+            // The largest buffer below: every worker's projection of the batch.
+            let projected = layer.panels() * LANES * layer.gates();
+            element_count("stream state", &[threads, batch, projected])?;
+        }
         let layers = self
             .layers()
             .iter()
@@ -136,7 +142,7 @@ impl Stream<'_> {
     pub fn step(&mut self, x: &[f32]) -> Result<&[f32]> {
         let config = *self.model.config();
         let expected = [self.batch, config.input_size];
-        if x.len() != self.batch * config.input_size {
+        if Some(x.len()) != self.batch.checked_mul(config.input_size) {
             return Err(Error::Shape {
                 tensor: "x".into(),
                 expected: expected.to_vec(),

@@ -487,6 +487,8 @@ fn bad_arguments_are_errors() {
     }
     let model = random_model(Cell::Gru(GruVariant::ResetAfter), 3, 5, 2, false, true, 1);
     let mut simd = SimdModel::new(&model).unwrap();
+    let err = simd.stream(usize::MAX / 2).unwrap_err();
+    assert!(matches!(err, gru_core::Error::TooLarge { .. }), "{err}");
     let mut stream = simd.stream(2).unwrap();
     assert!(stream.step(&[0.0; 5]).is_err());
     assert!(stream.set_state(&[0.0; 3], None).is_err());

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gru_core::{Cell, CellKind, GruVariant, Model, RecurrentKernel, SequenceInput};
+use gru_core::{Cell, CellKind, GruVariant, Model, ModelConfig, RecurrentKernel, SequenceInput};
 
 use crate::CliError;
 use crate::npy_io::{Array, PendingOutputs, read_f32, read_lengths};
@@ -104,30 +104,37 @@ fn kernel(model: Model, options: &RunOptions) -> Result<Box<dyn RecurrentKernel>
 
 /// An error if the run would need more than `available` bytes beyond what is already loaded:
 /// the output (`T·B·output_size` floats), as much again twice between layers of a deeper
-/// model, and the packed copy of the weights (about the size of their file). An input of a few
-/// rows can ask for an output of many gigabytes when the model is wide; this reports it as an
-/// error before the allocation would abort the process.
+/// model, the final states (`L·D·B·H` floats, twice for an LSTM) and the packed copy of the
+/// weights (about the size of their file). An input of a few rows can ask for an output of
+/// many gigabytes when the model is wide, and an empty one (`T = 0`) for states of any size;
+/// this reports it as an error before the allocation would abort the process.
 fn check_memory(
     seq_len: usize,
     batch: usize,
-    output_size: usize,
-    layers: usize,
+    config: &ModelConfig,
     weights_bytes: u64,
     available: Option<u64>,
 ) -> Result<(), CliError> {
-    let copies = if layers > 1 { 3 } else { 1 };
-    let needed = [seq_len, batch, output_size, copies, 4]
-        .into_iter()
-        .try_fold(1u64, |n, k| n.checked_mul(u64::try_from(k).ok()?))
-        .and_then(|output| output.checked_add(weights_bytes));
+    let output_size = config.output_size();
+    let output_copies = if config.num_layers > 1 { 3 } else { 1 };
+    let state_copies = if config.cell.has_cell_state() { 2 } else { 1 };
+    let bytes = |dims: [usize; 4]| {
+        dims.into_iter()
+            .try_fold(4u64, |n, k| n.checked_mul(u64::try_from(k).ok()?))
+    };
+    let output = bytes([seq_len, batch, output_size, output_copies]);
+    let states = bytes([config.num_states(), batch, config.hidden_size, state_copies]);
+    let needed = output
+        .zip(states)
+        .and_then(|(output, states)| output.checked_add(states)?.checked_add(weights_bytes));
     let gb = |bytes: u64| bytes as f64 / 1e9;
+    let what =
+        format!("the output ({seq_len} steps × {batch} rows × {output_size}) and the final states");
     match (needed, available) {
-        (None, _) => Err(CliError(format!(
-            "the output ({seq_len} steps × {batch} rows × {output_size}) is too large to allocate"
-        ))),
+        (None, _) => Err(CliError(format!("{what} are too large to allocate"))),
         (Some(needed), Some(available)) if needed > available => Err(CliError(format!(
-            "the output ({seq_len} steps × {batch} rows × {output_size}) and the packed weights \
-             need about {:.1} GB, but {:.1} GB of memory are available",
+            "{what} with the packed weights need about {:.1} GB, but {:.1} GB of memory are \
+             available",
             gb(needed),
             gb(available)
         ))),
@@ -212,8 +219,7 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
     check_memory(
         seq_len,
         batch,
-        config.output_size(),
-        config.num_layers,
+        &config,
         weights_bytes,
         crate::machine::available_memory(),
     )?;
@@ -240,16 +246,36 @@ pub fn run(options: &RunOptions) -> Result<(), CliError> {
 mod tests {
     use super::*;
 
+    fn config(cell: Cell, num_layers: usize) -> ModelConfig {
+        ModelConfig {
+            cell,
+            input_size: 3,
+            hidden_size: 8,
+            num_layers,
+            bidirectional: false,
+        }
+    }
+
     #[test]
     fn outputs_that_do_not_fit_in_memory_are_errors() {
-        // [100, 2, 8] floats, once: 6400 bytes, plus 1000 of weights.
-        assert!(check_memory(100, 2, 8, 1, 1000, Some(7400)).is_ok());
-        assert!(check_memory(100, 2, 8, 1, 1000, Some(7399)).is_err());
-        // Two layers keep the buffers between them too: three outputs' worth.
-        assert!(check_memory(100, 2, 8, 2, 1000, Some(7400)).is_err());
-        assert!(check_memory(100, 2, 8, 2, 1000, Some(20_200)).is_ok());
+        let gru = config(Cell::Gru(GruVariant::ResetAfter), 1);
+        // [100, 2, 8] floats once, 6400 bytes, [1, 2, 8] of h_n, 64, and 1000 of weights.
+        assert!(check_memory(100, 2, &gru, 1000, Some(7464)).is_ok());
+        assert!(check_memory(100, 2, &gru, 1000, Some(7463)).is_err());
+        // Two layers keep the buffers between them too: three outputs' worth, and two states.
+        let deep = config(gru.cell, 2);
+        assert!(check_memory(100, 2, &deep, 1000, Some(7464)).is_err());
+        assert!(check_memory(100, 2, &deep, 1000, Some(20_328)).is_ok());
+        assert!(check_memory(100, 2, &deep, 1000, Some(20_327)).is_err());
+        // An LSTM's cell state as well.
+        let lstm = config(Cell::Lstm, 1);
+        assert!(check_memory(100, 2, &lstm, 1000, Some(7528)).is_ok());
+        assert!(check_memory(100, 2, &lstm, 1000, Some(7527)).is_err());
+        // No steps: the states alone.
+        assert!(check_memory(0, 1 << 40, &gru, 0, Some(1 << 40)).is_err());
         // Unknown available memory: only overflow is an error.
-        assert!(check_memory(100, 2, 8, 2, 1000, None).is_ok());
-        assert!(check_memory(usize::MAX, 2, 8, 1, 0, None).is_err());
+        assert!(check_memory(100, 2, &deep, 1000, None).is_ok());
+        assert!(check_memory(usize::MAX, 2, &gru, 0, None).is_err());
+        assert!(check_memory(0, usize::MAX, &gru, 0, None).is_err());
     }
 }
