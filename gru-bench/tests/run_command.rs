@@ -265,6 +265,46 @@ fn write_lengths(path: &Path, values: &[i64]) {
     w.finish().unwrap();
 }
 
+/// `--output` a named pipe (as `/dev/stdout` into a pipe is): the array goes down the pipe,
+/// which is written into, not replaced by a file renamed onto it.
+#[cfg(unix)]
+#[test]
+fn output_into_a_pipe_goes_down_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let cases = sequence_cases();
+    let case = cases.iter().find(|c| c.name == "torch_gru_basic").unwrap();
+    let dir = ScratchDir::new("run-test-pipe");
+    let pipe = dir.join("pipe");
+    let made = Command::new("mkfifo").arg(&pipe).status().unwrap();
+    assert!(made.success());
+    let reader = std::thread::spawn({
+        let pipe = pipe.clone();
+        move || std::fs::read(pipe).unwrap()
+    });
+    let mut args = case_args(case, "ref", &dir);
+    let output = args.iter().position(|a| a == "--output").unwrap() + 1;
+    args[output] = s(&pipe).into();
+    let result = gru(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    // Before joining: a reader of a pipe renamed over would wait for ever.
+    assert!(
+        std::fs::symlink_metadata(&pipe)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let piped = dir.join("piped.npy");
+    std::fs::write(&piped, reader.join().unwrap()).unwrap();
+    let got = read_f32(&piped, 3).unwrap();
+    let want = read_f32(&case.file("expected_output.npy"), 3).unwrap();
+    assert_eq!(got.shape, want.shape);
+    assert!(scaled_error(&got.data, &want.data) <= 1e-5);
+}
+
 #[test]
 fn help_explains_flags_and_shapes() {
     let help = gru(&["run", "--help"]);
