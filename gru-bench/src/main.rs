@@ -234,11 +234,9 @@ fn gru_variant(v: VariantArg) -> GruVariant {
     }
 }
 
-/// The most threads `--threads` accepts. The workers of a model meet at every step, so
-/// threads beyond the cores only wait for each other: 20 000 workers on this project's 2-core
-/// machine had not finished one benchmark of a tiny shape after 100 s. A count above this is
-/// far more likely a typo than a machine.
-const MAX_THREADS: usize = 1024;
+/// The most threads `--threads` accepts: the most workers a model takes. (20 000 workers on
+/// this project's 2-core machine had not finished one benchmark of a tiny shape after 100 s.)
+const MAX_THREADS: usize = gru_simd::threading::MAX_THREADS;
 
 /// Parses `--threads`: a whole number from 1 to [`MAX_THREADS`].
 fn thread_count(text: &str) -> Result<usize, String> {

@@ -285,6 +285,12 @@ impl SimdModel {
     /// about one wake-up more rather than a scheduler time slice; fewer workers per model are
     /// still faster then. Idle workers park after 1.6 ms; a small call after a pause runs on the
     /// calling thread alone rather than wake them ([`Workers::run_alone`]).
+    ///
+    /// # Errors
+    /// [`Config`](gru_core::Error::Config) when `threads` is 0 or above
+    /// [`MAX_THREADS`](crate::threading::MAX_THREADS), or
+    /// when the threads cannot be started; [`Unsupported`](gru_core::Error::Unsupported) for
+    /// more than one without the `rayon` feature.
     pub fn with_threads(model: &Model, threads: usize) -> Result<Self> {
         Self::with_layout(model, threads, PanelLayout::best())
     }

@@ -472,7 +472,10 @@ fn bad_arguments_are_errors() {
         simd.stream(2).is_err(),
         "bidirectional models cannot stream"
     );
-    assert!(SimdModel::with_threads(&model, 0).is_err());
+    for threads in [0, gru_simd::threading::MAX_THREADS + 1, usize::MAX] {
+        let err = SimdModel::with_threads(&model, threads).unwrap_err();
+        assert!(matches!(err, gru_core::Error::Config(_)), "{err}");
+    }
     // Weights in pairs of panels on a CPU without AVX-512F (as under valgrind): an error, not
     // a panic later.
     match SimdModel::with_layout(&model, 1, PanelLayout::Pairs) {
