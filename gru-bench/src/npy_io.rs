@@ -183,7 +183,7 @@ impl PendingOutputs {
             return Ok(());
         }
         let target = if path.is_symlink() {
-            fs::canonicalize(path).map_err(cannot_write)?
+            link_target(path).map_err(cannot_write)?
         } else {
             path.to_owned()
         };
@@ -232,6 +232,15 @@ impl PendingOutputs {
         }
         Ok(())
     }
+}
+
+/// The file the link `path` leads to: through every link when it exists, else (a link to a
+/// file not made yet) what the link names, relative to the link's directory.
+fn link_target(path: &Path) -> std::io::Result<PathBuf> {
+    fs::canonicalize(path).or_else(|_| {
+        let named = fs::read_link(path)?;
+        Ok(path.parent().unwrap_or(Path::new("")).join(named))
+    })
 }
 
 impl Drop for PendingOutputs {
@@ -339,6 +348,24 @@ mod tests {
         );
         assert_eq!(fs::read(&real).unwrap(), b"new");
         assert_eq!(entries(&dir.0), ["link.npy", "real.npy"]);
+    }
+
+    #[test]
+    fn a_link_to_no_file_yet_makes_it() {
+        let dir = Scratch::new("dangling");
+        let link = dir.0.join("link.npy");
+        std::os::unix::fs::symlink("made.npy", &link).unwrap();
+        let mut outputs = PendingOutputs::default();
+        outputs.write_bytes(&link, b"new").unwrap();
+        outputs.commit().unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(dir.0.join("made.npy")).unwrap(), b"new");
+        assert_eq!(entries(&dir.0), ["link.npy", "made.npy"]);
     }
 
     #[test]
