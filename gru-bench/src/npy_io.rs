@@ -331,41 +331,35 @@ mod tests {
         assert_eq!(entries(&dir.0), ["pipe"]);
     }
 
-    #[test]
-    fn a_link_is_followed_and_kept() {
-        let dir = Scratch::new("link");
-        let (real, link) = (dir.0.join("real.npy"), dir.0.join("link.npy"));
-        fs::write(&real, b"old").unwrap();
-        std::os::unix::fs::symlink(&real, &link).unwrap();
+    /// Writes to `dir/link.npy`, a link, and checks that the bytes went into `dir/file` and
+    /// the link is still one, with nothing else beside them.
+    fn write_through_link(dir: &Path, file: &str) {
+        let link = dir.join("link.npy");
         let mut outputs = PendingOutputs::default();
         outputs.write_bytes(&link, b"new").unwrap();
         outputs.commit().unwrap();
-        assert!(
-            fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
-        assert_eq!(fs::read(&real).unwrap(), b"new");
-        assert_eq!(entries(&dir.0), ["link.npy", "real.npy"]);
+        let link_kept = fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink();
+        assert!(link_kept);
+        assert_eq!(fs::read(dir.join(file)).unwrap(), b"new");
+        assert_eq!(entries(dir), ["link.npy", file]);
+    }
+
+    #[test]
+    fn a_link_is_followed_and_kept() {
+        let dir = Scratch::new("link");
+        fs::write(dir.0.join("real.npy"), b"old").unwrap();
+        std::os::unix::fs::symlink(dir.0.join("real.npy"), dir.0.join("link.npy")).unwrap();
+        write_through_link(&dir.0, "real.npy");
     }
 
     #[test]
     fn a_link_to_no_file_yet_makes_it() {
         let dir = Scratch::new("dangling");
-        let link = dir.0.join("link.npy");
-        std::os::unix::fs::symlink("made.npy", &link).unwrap();
-        let mut outputs = PendingOutputs::default();
-        outputs.write_bytes(&link, b"new").unwrap();
-        outputs.commit().unwrap();
-        assert!(
-            fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
-        assert_eq!(fs::read(dir.0.join("made.npy")).unwrap(), b"new");
-        assert_eq!(entries(&dir.0), ["link.npy", "made.npy"]);
+        std::os::unix::fs::symlink("made.npy", dir.0.join("link.npy")).unwrap();
+        write_through_link(&dir.0, "made.npy");
     }
 
     #[test]
