@@ -15,30 +15,20 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use gru_core::{Cell, GruVariant, LayerWeights};
-use gru_simd::packing::PackedLayer;
+use gru_core::{Cell, GruVariant};
 use gru_simd::projection::project;
 use gru_simd::step::{CellScratch, recurrent_step};
 use gru_simd::threading::{SharedVectors, WorkerBarrier, Workers, share};
 use gru_simd::tiles::PanelOrder;
 use wide::f32x8;
 
+mod common;
+use common::{median, packed_layer, values};
+
 const STEPS: usize = 100;
 const ROUNDS: usize = 21;
 /// Steps after the projection counted apart: those that find `W_hh` out of L2.
 const FIRST_STEPS: usize = 10;
-
-/// Smooth values in (−scale, scale).
-fn values(len: usize, seed: f32, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i as f32 + seed) * 0.37).sin() * scale)
-        .collect()
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
 
 /// The jobs of one round, each timed on its own.
 #[derive(Clone, Copy, Debug)]
@@ -78,17 +68,7 @@ fn main() -> gru_core::Result<()> {
 
 /// Times every [`Job`] of one cell and size in rounds and prints the figures.
 fn measure(workers: &Workers, cell: Cell, size: usize) -> gru_core::Result<()> {
-    let gates = cell.gate_count();
-    let weights = LayerWeights::new(
-        cell.kind(),
-        size,
-        size,
-        values(gates * size * size, 1.0, 0.05),
-        values(gates * size * size, 2.0, 0.05),
-        Some(values(gates * size, 3.0, 0.1)),
-        Some(values(gates * size, 4.0, 0.1)),
-    )?;
-    let layer = PackedLayer::new(&weights, cell);
+    let layer = packed_layer(cell, size)?;
     let (panels, width) = (layer.panels(), layer.gates() * layer.panels());
     let granule = layer.layout().panels_per_row();
     let own_panels = |worker: usize| share(panels, 2, worker, granule);
@@ -193,7 +173,7 @@ fn measure(workers: &Workers, cell: Cell, size: usize) -> gru_core::Result<()> {
         }
     }
     let per_step = |j: usize| median(whole[j].clone()) / STEPS as f64;
-    let projection_flops = (2 * STEPS * gates * size * size) as f64;
+    let projection_flops = (2 * STEPS * cell.gate_count() * size * size) as f64;
     let projection_us = median(whole[4].clone());
     let (meeting, after) = (3, 5);
     println!(

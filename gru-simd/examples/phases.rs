@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use gru_core::{Cell, GruVariant, LayerWeights};
+use gru_core::{Cell, GruVariant};
 use gru_simd::packing::PackedLayer;
 use gru_simd::projection::project;
 use gru_simd::simd_level::{FMA_CHAINS, fma_chains};
@@ -28,23 +28,14 @@ use gru_simd::threading::{SharedVectors, Workers, share};
 use gru_simd::tiles::PanelOrder;
 use wide::f32x8;
 
+mod common;
+use common::{median, packed_layer, values};
+
 const BATCH: usize = 64;
 const STEPS: usize = 10;
 const ROUNDS: usize = 15;
 /// FMA rounds per worker in one peak measurement (about 4 ms).
 const PEAK_ROUNDS: u64 = 2_000_000;
-
-/// Smooth values in (−scale, scale).
-fn values(len: usize, seed: f32, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i as f32 + seed) * 0.37).sin() * scale)
-        .collect()
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
 
 /// Seconds of one `work` on every worker at once.
 fn timed(workers: &Workers, work: &(dyn Fn(usize) + Sync)) -> f64 {
@@ -63,17 +54,7 @@ fn main() -> gru_core::Result<()> {
     let workers = Workers::new(threads)?;
     for cell in [Cell::Gru(GruVariant::ResetAfter), Cell::Lstm] {
         for size in [256, 512, 1024] {
-            let gates = cell.gate_count();
-            let weights = LayerWeights::new(
-                cell.kind(),
-                size,
-                size,
-                values(gates * size * size, 1.0, 0.05),
-                values(gates * size * size, 2.0, 0.05),
-                Some(values(gates * size, 3.0, 0.1)),
-                Some(values(gates * size, 4.0, 0.1)),
-            )?;
-            let layer = PackedLayer::new(&weights, cell);
+            let layer = packed_layer(cell, size)?;
             let (panels, width) = (layer.panels(), layer.gates() * layer.panels());
             let granule = layer.layout().panels_per_row();
             let rows = STEPS * BATCH;

@@ -14,6 +14,9 @@ use gru_core::{
 };
 use gru_simd::SimdModel;
 
+mod common;
+use common::values;
+
 /// `(B, T, I = H)` of each measured shape.
 const SHAPES: [(usize, usize, usize); 5] = [
     (64, 100, 256),
@@ -26,13 +29,6 @@ const SHAPES: [(usize, usize, usize); 5] = [
 const ROUNDS: usize = 20;
 
 const CALLS_PER_ROUND: usize = 7;
-
-/// Smooth values in (−scale, scale).
-fn values(len: usize, seed: f32, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i as f32 + seed) * 0.37).sin() * scale)
-        .collect()
-}
 
 /// The median time of `CALLS_PER_ROUND` calls of `call`.
 fn median_call(mut call: impl FnMut() -> gru_core::Result<()>) -> gru_core::Result<f64> {
