@@ -20,7 +20,12 @@
 //!   (`b_ih + b_hh`); only ResetAfter's `b_hn` stays apart, since `r` multiplies it.
 //!
 //! Packed weights take the original weights' memory plus the padding to 8 units (16 in
-//! pairs).
+//! pairs). A layer's packs share one block (`storage.rs`): on Linux, a block of at least
+//! three quarters of a transparent huge page gets a mapping of its own, advised into 2 MiB
+//! pages and rounded up to whole ones where that leaves at most a third of the block unused.
+//! Streamed on 4 KiB pages, large weights miss the TLB on every page; on 2 MiB pages, batch 1
+//! at I = H = 512 took 0.81–0.90× the time on the Intel Xeon (a KVM guest), batch 64 0.99–1.00×
+//! (2 threads; more in `storage.rs`).
 //!
 //! **Pairs** ([`PanelLayout::Pairs`], chosen where the CPU has AVX-512F): panels `2q` and
 //! `2q + 1` share their k rows, `[k, gate, 2, 8]`, so that each gate of 16 units is one
@@ -41,9 +46,14 @@
 //! and B = 64 lost 28 % in the kernels. Which tiles run depends on the call, the layout on the
 //! model, so the panels stay contiguous.
 
+use std::sync::Arc;
+
 use gru_core::cell::{gru_gate, lstm_gate};
 use gru_core::{Cell, Error, GruVariant, LayerWeights, Result};
 use wide::f32x8;
+
+mod storage;
+use storage::PackStorage;
 
 /// Lanes per SIMD vector: the width of a panel.
 pub const LANES: usize = 8;
@@ -92,32 +102,21 @@ impl PanelLayout {
     }
 }
 
-/// Two vectors on one 64-byte cache line: the packs' storage, so that every pair of panels
-/// starts on a line and a 16-lane load never straddles two. With the data shifted by one
-/// vector instead, so that every such load straddled two lines, the GRU took 1.07× the time
-/// at B = 64, I = H = 256, 1.09× at 512 and 1.24× at B = 1, I = H = 512 (2 threads, 4
-/// alternating rounds, all slower; one thread 1.10× at B = 64, 512).
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32x8; 2]);
-
-/// The lines' vectors.
-fn line_vectors(lines: &[Line]) -> &[[f32x8; 2]] {
-    // SAFETY: `Line` is `repr(C)` around `[f32x8; 2]`, 64 bytes with no padding (two vectors
-    // of 32 bytes), so a slice of lines is a slice of those arrays with the same length.
-    unsafe { std::slice::from_raw_parts(lines.as_ptr().cast(), lines.len()) }
-}
-
 /// One weight matrix (`W_ih` or some gates of `W_hh`) in panels of 8 units laid out as
 /// [`layout`](Self::layout) says: gate `slot` of unit `8p + u` at `k` is lane `u` of vector
 /// `panel_start(p) + k·k_stride() + slot·gate_stride()` of [`data`](Self::data).
+///
+/// The packs of one layer share one block of memory (on Linux, on huge pages where the system
+/// has them; see the [module docs](self)); cloning a pack shares it too (packed weights are
+/// never written again).
 #[derive(Debug, Clone)]
 pub struct PanelPack {
     /// Gates in this pack, as PyTorch gate indices, in interleaved order.
     gates: Vec<usize>,
-    /// `panels × k_len × gates` vectors (panels padded to even for [`PanelLayout::Pairs`]),
-    /// the first `len` vectors of these lines.
-    lines: Vec<Line>,
+    /// The layer's block, of which this pack is `len` vectors from `start` (a line boundary):
+    /// `panels × k_len × gates` (panels padded to even for [`PanelLayout::Pairs`]).
+    storage: Arc<PackStorage>,
+    start: usize,
     len: usize,
     /// The length of each panel's k dimension (`I` or `H`).
     k_len: usize,
@@ -125,39 +124,38 @@ pub struct PanelPack {
 }
 
 impl PanelPack {
-    /// Packs `gates` of a matrix with `hidden` units per gate and `k_len` columns, whose
-    /// weight at (gate, unit, k) is `row(gate, unit)[k]`; units past `hidden` get zeros.
-    fn new<'w>(
-        hidden: usize,
-        k_len: usize,
-        gates: &[usize],
-        layout: PanelLayout,
-        row: impl Fn(usize, usize) -> &'w [f32],
-    ) -> Self {
+    /// A pack of `gates` of a matrix with `hidden` units per gate and `k_len` columns, not yet
+    /// placed in a block nor filled ([`PackedLayer`] does both).
+    fn unplaced(hidden: usize, k_len: usize, gates: &[usize], layout: PanelLayout) -> Self {
         let per_row = layout.panels_per_row();
         let panels = hidden.div_ceil(LANES).div_ceil(per_row) * per_row;
-        let len = panels * k_len * gates.len();
-        let mut pack = Self {
+        Self {
             gates: gates.to_vec(),
-            lines: vec![Line([f32x8::ZERO; 2]); len.div_ceil(2)],
-            len,
+            storage: Arc::new(PackStorage::zeroed(0)),
+            start: 0,
+            len: panels * k_len * gates.len(),
             k_len,
             layout,
-        };
+        }
+    }
+
+    /// Writes the pack into `dest` (its `len` vectors, zeroed), whose weight at
+    /// (gate, unit, k) is `row(gate, unit)[k]`; units past `hidden` stay zero.
+    fn fill<'w>(&self, dest: &mut [f32x8], hidden: usize, row: impl Fn(usize, usize) -> &'w [f32]) {
+        let panels = self.len / (self.k_len * self.gates.len()).max(1);
         for p in 0..panels {
-            for (slot, &gate) in gates.iter().enumerate() {
+            for (slot, &gate) in self.gates.iter().enumerate() {
                 let rows: [Option<&[f32]>; LANES] = std::array::from_fn(|u| {
                     let unit = p * LANES + u;
                     (unit < hidden).then(|| row(gate, unit))
                 });
-                for k in 0..k_len {
+                for k in 0..self.k_len {
                     let lanes = rows.map(|r| r.map_or(0.0, |r| r[k]));
-                    let at = pack.panel_start(p) + k * pack.k_stride() + slot * pack.gate_stride();
-                    pack.lines[at / 2].0[at % 2] = f32x8::from(lanes);
+                    let at = self.panel_start(p) + k * self.k_stride() + slot * self.gate_stride();
+                    dest[at] = f32x8::from(lanes);
                 }
             }
         }
-        pack
     }
 
     /// How the panels are laid out.
@@ -172,8 +170,7 @@ impl PanelPack {
 
     /// The packed vectors, starting on a 64-byte line.
     pub fn data(&self) -> &[f32x8] {
-        let lines: &[[f32x8; 2]] = line_vectors(&self.lines);
-        &lines.as_flattened()[..self.len]
+        &self.storage.vectors()[self.start..self.start + self.len]
     }
 
     /// Index of the first vector of panel `p`.
@@ -202,6 +199,39 @@ impl PanelPack {
     /// Vectors from one gate to the next within a panel's k row.
     pub fn gate_stride(&self) -> usize {
         self.layout.panels_per_row()
+    }
+}
+
+/// Which weights a pack holds.
+#[derive(Clone, Copy)]
+enum Matrix {
+    /// `W_ih`.
+    Input,
+    /// `W_hh`.
+    Recurrent,
+}
+
+/// Gives a layer's `packs` one block of memory (see [`storage`]), each pack from a line
+/// boundary, and fills them from `w`.
+fn place_in_one_block(mut packs: Vec<(&mut PanelPack, Matrix)>, w: &LayerWeights) {
+    let total = packs
+        .iter()
+        .map(|(pack, _)| pack.len.next_multiple_of(2))
+        .sum();
+    let mut block = PackStorage::zeroed(total);
+    let mut start = 0;
+    for (pack, matrix) in &mut packs {
+        pack.start = start;
+        let dest = &mut block.vectors_mut()[start..start + pack.len];
+        match matrix {
+            Matrix::Input => pack.fill(dest, w.hidden_size(), |g, unit| w.w_ih_row(g, unit)),
+            Matrix::Recurrent => pack.fill(dest, w.hidden_size(), |g, unit| w.w_hh_row(g, unit)),
+        }
+        start += pack.len.next_multiple_of(2);
+    }
+    let block = Arc::new(block);
+    for (pack, _) in packs {
+        pack.storage = Arc::clone(&block);
     }
 }
 
@@ -260,13 +290,11 @@ impl PackedLayer {
             }))
         };
         let all_gates: Vec<usize> = (0..gates).collect();
-        let input_pack = |gates: &[usize]| {
-            PanelPack::new(hidden, input, gates, layout, |g, unit| w.w_ih_row(g, unit))
-        };
+        let input_pack = |gates: &[usize]| PanelPack::unplaced(hidden, input, gates, layout);
         // The 8-lane tiles fit six rows of the LSTM's gates in their 16 registers two gates at
         // a time; the 16-lane tiles, with 32, six rows of all four.
         let lstm_in_two_packs = cell == Cell::Lstm && layout == PanelLayout::Contiguous;
-        let input_packs = if lstm_in_two_packs {
+        let mut input_packs = if lstm_in_two_packs {
             vec![
                 input_pack(&[lstm_gate::I, lstm_gate::F]),
                 input_pack(&[lstm_gate::G, lstm_gate::O]),
@@ -274,9 +302,7 @@ impl PackedLayer {
         } else {
             vec![input_pack(&all_gates)]
         };
-        let recurrent_pack = |gates: &[usize]| {
-            PanelPack::new(hidden, hidden, gates, layout, |g, unit| w.w_hh_row(g, unit))
-        };
+        let recurrent_pack = |gates: &[usize]| PanelPack::unplaced(hidden, hidden, gates, layout);
         let reset_after = cell == Cell::Gru(GruVariant::ResetAfter);
         let mut projection_bias = Vec::with_capacity(gates * panels);
         for p in 0..panels {
@@ -294,7 +320,7 @@ impl PackedLayer {
         } else {
             Vec::new()
         };
-        let (recurrent, recurrent_second) = match cell {
+        let (mut recurrent, mut recurrent_second) = match cell {
             Cell::Gru(GruVariant::ResetBefore) => (
                 recurrent_pack(&[gru_gate::R, gru_gate::Z]),
                 Some(recurrent_pack(&[gru_gate::N])),
@@ -305,6 +331,11 @@ impl PackedLayer {
             ),
             _ => (recurrent_pack(&all_gates), None),
         };
+        let inputs = input_packs.iter_mut().map(|pack| (pack, Matrix::Input));
+        let recurrents = std::iter::once(&mut recurrent)
+            .chain(recurrent_second.as_mut())
+            .map(|pack| (pack, Matrix::Recurrent));
+        place_in_one_block(inputs.chain(recurrents).collect(), w);
         Self {
             cell,
             input_size: input,
