@@ -24,7 +24,7 @@
 //! three quarters of a transparent huge page gets a mapping of its own, advised into 2 MiB
 //! pages and rounded up to whole ones where that leaves at most a third of the block unused.
 //! Streamed on 4 KiB pages, large weights miss the TLB on every page; on 2 MiB pages, batch 1
-//! at I = H = 512 took 0.81–0.90× the time on the Intel Xeon (a KVM guest), batch 64 0.99–1.00×
+//! at I = H = 512 took 0.81–0.90× the time on the Intel Xeon (a KVM guest), batch 64 0.98–1.00×
 //! (2 threads; more in `storage.rs`).
 //!
 //! **Pairs** ([`PanelLayout::Pairs`], chosen where the CPU has AVX-512F): panels `2q` and

@@ -17,8 +17,13 @@
 //! - B = 1, I = H = 256, whose block of 1.5 MiB (GRU) or 2 MiB (LSTM) takes one huge page:
 //!   0.97× each (8 rounds, 7 of 8); a streaming step on one thread 0.89× and 0.85× (6 of 6),
 //!   on two 0.99× (8 rounds);
-//! - B = 64, whose tiles reuse every line of weights for many rows: 0.99–1.00× at I = H = 256,
-//!   512 and 1024.
+//! - B = 64, whose tiles reuse every line of weights for many rows: 0.98–1.00× at I = H = 256,
+//!   512 and 1024 (8 rounds); one thread 0.98–1.01× at 512 and 1024.
+//!
+//! The system's other buffers were no better for it: with transparent huge pages for every
+//! allocation (`always`), B = 1 moved no further (0.99–1.00×, 6 rounds) and B = 64 0.97× at
+//! I = H = 1024 (0.99× at 512); the projection's buffer advised alone took 1.02× (GRU) and
+//! 1.06× (LSTM) there.
 //!
 //! One block per layer rather than one per pack: the GRU's two 3 MiB packs, each mapped on its
 //! own, left a third of their lines on small pages and gained only 0.99× at B = 1,
