@@ -41,18 +41,28 @@ use wide::f32x8;
 /// shifted by one vector instead, so that every such load straddled two lines, the GRU took
 /// 1.07× the time at B = 64, I = H = 256, 1.09× at 512 and 1.24× at B = 1, I = H = 512 (2
 /// threads, 4 alternating rounds, all slower; one thread 1.10× at B = 64, 512).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Line([f32x8; 2]);
 
 /// A zeroed block of vectors that starts on a 64-byte line (see the module docs).
-#[derive(Debug)]
 pub(crate) struct PackStorage {
     memory: Memory,
     len: usize,
 }
 
-#[derive(Debug)]
+/// The block's size and where it lives, not its megabytes of weights.
+impl std::fmt::Debug for PackStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = match self.memory {
+            Memory::Lines(_) => "heap",
+            #[cfg(target_os = "linux")]
+            Memory::Mapped(_) => "own mapping",
+        };
+        write!(f, "PackStorage({} vectors, {place})", self.len)
+    }
+}
+
 enum Memory {
     /// On the heap, in lines.
     Lines(Vec<Line>),
@@ -168,7 +178,6 @@ mod huge {
 
     /// An anonymous private mapping of `bytes` (whole pages) starting on a huge-page boundary,
     /// advised into huge pages; unmapped on drop.
-    #[derive(Debug)]
     pub(super) struct Mapping {
         start: NonNull<f32x8>,
         bytes: usize,
