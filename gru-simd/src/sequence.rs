@@ -438,7 +438,7 @@ impl SimdModel {
             + (ws.between[0].capacity() + ws.between[1].capacity()) * 4
     }
 
-    /// Bytes of packed weights of the whole model.
+    /// Bytes of packed weights of the whole model ([`PackedLayer::packed_bytes`]).
     pub fn packed_bytes(&self) -> usize {
         self.layers.iter().map(PackedLayer::packed_bytes).sum()
     }

@@ -414,7 +414,8 @@ impl PackedLayer {
     pub fn recurrent_vectors(&self) -> usize {
         self.recurrent.data().len() + self.recurrent_second.as_ref().map_or(0, |n| n.data().len())
     }
-    /// Bytes of packed weights and biases.
+    /// Bytes of packed weights and biases. The memory they occupy can be up to a third more
+    /// where the weights are rounded up to whole huge pages (on Linux; see the module docs).
     pub fn packed_bytes(&self) -> usize {
         let vectors = self.input_vectors()
             + self.projection_bias.len()
