@@ -32,8 +32,6 @@
 //! The system decides: with transparent huge pages disabled (`never`), the advice fails and the
 //! block stays on small pages, as it does on other systems and for smaller blocks.
 
-use std::sync::OnceLock;
-
 use wide::f32x8;
 
 /// Two vectors on one 64-byte cache line: the storage of blocks that are not mapped, so that
@@ -159,7 +157,7 @@ fn mapped_bytes(bytes: usize, huge_page: usize) -> Option<usize> {
 /// (no THP support).
 #[cfg(target_os = "linux")]
 fn huge_page_bytes() -> Option<usize> {
-    static BYTES: OnceLock<Option<usize>> = OnceLock::new();
+    static BYTES: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *BYTES.get_or_init(|| {
         let text =
             std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size").ok()?;
