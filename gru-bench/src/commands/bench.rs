@@ -1,7 +1,7 @@
 //! `gru bench`: the performance report. Every figure is a median of repeated calls after a
 //! warm-up, set against the machine's FMA peak and read bandwidth measured in the same run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -13,7 +13,7 @@ use gru_simd::SimdModel;
 use gru_simd::packing::{LANES, PanelLayout};
 
 use crate::CliError;
-use crate::machine::{available_memory, fma_peak, read_bandwidth_per_thread};
+use crate::machine::{BeforeAndAfter, MachineLimits, available_memory};
 use crate::npy_io::PendingOutputs;
 use crate::timing::median;
 
@@ -482,17 +482,18 @@ struct Roofline {
     floor_seconds: f64,
 }
 
-/// Bytes of weights one call must stream: `W_hh` once per step and `W_ih` once per call.
-fn weight_traffic(m: &Measurement) -> (f64, usize) {
-    let s = m.shape;
-    let g = m.cell.gate_count();
-    let w_hh = g * s.hidden * s.hidden * 4;
-    let w_ih = g * s.hidden * s.input * 4;
-    let per_thread_working_set = match m.mode {
+/// Bytes of weights one call of `cell` on `shape` must stream (`W_hh` once per step and `W_ih`
+/// once per call), and the working set each of `threads` threads streams them from: its share
+/// of `W_hh` in a sequence, of both matrices in a step.
+fn weight_traffic(cell: CellKind, mode: Mode, shape: Shape, threads: usize) -> (f64, usize) {
+    let g = cell.gate_count();
+    let w_hh = g * shape.hidden * shape.hidden * 4;
+    let w_ih = g * shape.hidden * shape.input * 4;
+    let per_thread_working_set = match mode {
         Mode::Seq => w_hh,
         Mode::Step => w_hh + w_ih,
-    } / m.threads.max(1);
-    ((s.seq_len * w_hh + w_ih) as f64, per_thread_working_set)
+    } / threads.max(1);
+    ((shape.seq_len * w_hh + w_ih) as f64, per_thread_working_set)
 }
 
 /// Runs `gru bench`.
@@ -523,16 +524,78 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
         plot_file.write_bytes(path, b"")?;
     }
     let threads = options.threads.max(1);
-    eprintln!("measuring the FMA peak on {threads} thread(s)...");
+    let working_sets: BTreeSet<usize> = shapes
+        .iter()
+        .flat_map(|&shape| {
+            let mode = options.mode;
+            options
+                .cells
+                .iter()
+                .map(move |&cell| weight_traffic(cell, mode, shape, threads).1)
+        })
+        .collect();
     let cannot_measure =
         |e: std::io::Error| CliError(format!("cannot start {threads} measuring threads: {e}"));
-    let peak = fma_peak(threads, 0.3, options.layout).map_err(cannot_measure)?;
-    let mut bandwidth_cache: BTreeMap<usize, f64> = BTreeMap::new();
+    eprintln!("measuring the FMA peak and read bandwidth on {threads} thread(s)...");
+    let (results, limits) = MachineLimits::around(
+        threads,
+        options.layout,
+        &working_sets,
+        cannot_measure,
+        || {
+            let results = measure_all(options, &shapes, threads)?;
+            eprintln!("measuring the FMA peak and read bandwidth again...");
+            Ok(results)
+        },
+    )?;
+    let drift = limits.largest_drift();
+    if drift > DRIFT_WARNING {
+        eprintln!(
+            "warning: the machine's limits measured up to {:.0} % apart before and after the \
+             kernels; the host's speed changed during the run, so its figures compare poorly",
+            100.0 * drift
+        );
+    }
+    let peak = limits.peak.best();
+    let rooflines: Vec<Roofline> = results
+        .iter()
+        .map(|m| {
+            let (bytes, working_set) = weight_traffic(m.cell, m.mode, m.shape, m.threads);
+            let bandwidth = limits.bandwidth[&working_set].best();
+            Roofline {
+                peak_flops: peak,
+                floor_seconds: (m.flops() / peak).max(bytes / (bandwidth * m.threads as f64)),
+            }
+        })
+        .collect();
+    if options.json {
+        for m in &results {
+            println!("{}", m.json());
+        }
+    } else {
+        print_table(&results, &rooflines, &peers, &limits, options.layout);
+    }
+    if let Some(path) = &options.svg {
+        let svg = crate::plot::render_svg(&results, peak).map_err(|e| CliError::file(path, e))?;
+        plot_file.write_bytes(path, svg.as_bytes())?;
+        plot_file.commit()?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Times every shape, cell and kernel `options` ask for, in that order, with progress on
+/// stderr. The reference runs only on affordable shapes unless the shapes were given.
+fn measure_all(
+    options: &BenchOptions,
+    shapes: &[Shape],
+    threads: usize,
+) -> Result<Vec<Measurement>, CliError> {
     let mut results = Vec::new();
     let explicit_shapes = options.shapes.is_some();
     let total = shapes.len() * options.cells.len() * options.kernels.len();
     let mut done = 0;
-    for &shape in &shapes {
+    for &shape in shapes {
         for &kind in &options.cells {
             let cell = match kind {
                 CellKind::Gru => Cell::Gru(options.variant),
@@ -562,45 +625,11 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
             }
         }
     }
-    let mut rooflines: Vec<Roofline> = Vec::with_capacity(results.len());
-    for m in &results {
-        let (bytes, working_set) = weight_traffic(m);
-        let bandwidth = match bandwidth_cache.get(&working_set) {
-            Some(&measured) => measured,
-            None => {
-                let measured = read_bandwidth_per_thread(working_set, m.threads, 0.2)
-                    .map_err(cannot_measure)?;
-                bandwidth_cache.insert(working_set, measured);
-                measured
-            }
-        };
-        rooflines.push(Roofline {
-            peak_flops: peak,
-            floor_seconds: (m.flops() / peak).max(bytes / (bandwidth * m.threads as f64)),
-        });
-    }
-    if options.json {
-        for m in &results {
-            println!("{}", m.json());
-        }
-    } else {
-        print_table(
-            &results,
-            &rooflines,
-            &peers,
-            peak,
-            &bandwidth_cache,
-            options.layout,
-        );
-    }
-    if let Some(path) = &options.svg {
-        let svg = crate::plot::render_svg(&results, peak).map_err(|e| CliError::file(path, e))?;
-        plot_file.write_bytes(path, svg.as_bytes())?;
-        plot_file.commit()?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    Ok(results)
 }
+
+/// Past this [`MachineLimits::largest_drift`], `gru bench` warns that the host changed speed.
+const DRIFT_WARNING: f64 = 0.1;
 
 /// An error for the first shape and cell that needs more than `available` bytes (see
 /// [`Shape::bytes_needed`]), or more than can be counted.
@@ -651,22 +680,30 @@ fn print_table(
     results: &[Measurement],
     rooflines: &[Roofline],
     peers: &[Measurement],
-    peak: f64,
-    bandwidth: &BTreeMap<usize, f64>,
+    limits: &MachineLimits,
     layout: PanelLayout,
 ) {
     let threads = results.first().map_or(1, |m| m.threads);
     let lanes = LANES * layout.panels_per_row();
+    // Each limit as the roofline uses it (the better of two measurements), then both.
+    let both = |l: BeforeAndAfter, unit: f64| {
+        format!(
+            "{:.1} (before the kernels {:.1}, after {:.1})",
+            l.best() / unit,
+            l.before / unit,
+            l.after / unit
+        )
+    };
     println!(
-        "simd tiles of {lanes}-lane vectors; FMA peak measured on {threads} thread(s) with {}-bit FMAs: {:.1} GFLOP/s",
+        "simd tiles of {lanes}-lane vectors; FMA peak on {threads} thread(s) with {}-bit FMAs, GFLOP/s: {}",
         lanes * 32,
-        peak / 1e9
+        both(limits.peak, 1e9)
     );
-    for (working_set, bw) in bandwidth {
+    for (working_set, &bw) in &limits.bandwidth {
         println!(
-            "read bandwidth per thread, {} KiB working set: {:.1} GB/s",
+            "read bandwidth per thread, {} KiB working set, GB/s: {}",
             working_set / 1024,
-            bw / 1e9
+            both(bw, 1e9)
         );
     }
     println!(
