@@ -2,8 +2,8 @@
 //! the projection of its 100 rows, and 100 recurrent steps run five ways: each worker alone on
 //! its panels, both at once without meeting, both with a barrier after every step (as a call
 //! runs them), and the same right after the projection (as a call runs them too), its first
-//! ten steps apart from the other ninety. The README quotes its runs for what the projection
-//! leaves behind at B = 1, I = H = 512.
+//! ten steps apart from the other ninety. `gru-bench/RESULTS.md` quotes its runs for what the
+//! projection leaves behind at B = 1, I = H = 512.
 //!
 //! ```sh
 //! cargo run --release -p gru-simd --example batch1_steps
