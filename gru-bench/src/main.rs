@@ -29,6 +29,10 @@ struct Cli {
 enum Command {
     /// The performance report (the default): median time, GFLOP/s, sequence-steps/s, share of
     /// the FMA peak and of the roofline floor, GRU/LSTM and simd/ref ratios.
+    ///
+    /// The FMA peak and the read bandwidths are measured before and after the kernels; the
+    /// rooflines use the better of each, and a warning on stderr says when the two disagree by
+    /// more than 10 % (the host changed speed during the run).
     Bench(BenchArgs),
     /// Run a model saved as a safetensors state_dict on a .npy input.
     ///
