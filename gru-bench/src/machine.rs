@@ -186,9 +186,10 @@ fn measure_limits_once(
 impl MachineLimits {
     /// Measures the limits, runs `kernels`, measures them again, and returns both what
     /// `kernels` returned and the limits. The host under a virtual machine can change speed
-    /// within minutes (on the project's machine the FMA peak has measured from 341 to 485
-    /// GFLOP/s on two threads, hours apart); measured on both sides, the limits keep the better
-    /// figure and show how far the two disagree ([`BeforeAndAfter::drift`]).
+    /// within minutes (on the project's machine, one 20-second run of `gru bench` read 75 GB/s
+    /// per thread from a 2 MiB working set before its kernels and 37 after them); measured on
+    /// both sides, the limits keep the better figure and show how far the two disagree
+    /// ([`BeforeAndAfter::drift`]).
     ///
     /// # Errors
     /// When the system refuses to start a measuring thread (`map_err` turns that into `E`), or
