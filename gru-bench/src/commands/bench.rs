@@ -395,84 +395,173 @@ fn weights(kind: CellKind, input: usize, hidden: usize) -> LayerWeights {
     .expect("consistent sizes")
 }
 
-/// Calls `f` once to warm up, then until `seconds` have passed (at least 5 and at most 10 000
-/// times), and returns the median.
-fn median_of_calls(seconds: f64, mut f: impl FnMut()) -> f64 {
-    f();
-    let start = Instant::now();
-    let mut samples = Vec::new();
-    while samples.len() < 10_000 && (samples.len() < 5 || start.elapsed().as_secs_f64() < seconds) {
-        let t = Instant::now();
-        f();
-        samples.push(t.elapsed().as_secs_f64());
+/// Rounds of blocks in which [`interleaved_medians`] alternates the cells it times: as many as
+/// give blocks of about [`CALLS_PER_BLOCK`] calls, within these bounds.
+const INTERLEAVED_ROUNDS: std::ops::RangeInclusive<usize> = 5..=40;
+
+/// Calls a block should hold, where the time allows.
+const CALLS_PER_BLOCK: f64 = 4.0;
+
+/// Times each of `calls` for about `seconds` and returns each one's median call.
+///
+/// Each is called once to warm up. One alone is then called until `seconds` have passed (at
+/// least 5 and at most 10 000 times). Several (the GRU and the LSTM of one shape) take turns in
+/// rounds of blocks ([`INTERLEAVED_ROUNDS`]), each block `seconds / rounds` of one's calls (at
+/// least one), the order reversed from round to round: the host's speed changes within
+/// seconds, and timed one after the other, GRU time over LSTM time at B = 1, I = H = 256 came
+/// out anywhere from 0.69 to 0.94 in ten runs (2026-11-30). Taking turns, both see the same
+/// moments.
+fn interleaved_medians(seconds: f64, calls: &mut [Box<dyn FnMut() + '_>]) -> Vec<f64> {
+    let mut slowest_call = 0.0f64;
+    for call in calls.iter_mut() {
+        let start = Instant::now();
+        call();
+        slowest_call = slowest_call.max(start.elapsed().as_secs_f64());
     }
-    median(&mut samples)
+    let (rounds, min_per_block) = if calls.len() > 1 {
+        let fitting = (seconds / (CALLS_PER_BLOCK * slowest_call)) as usize;
+        (
+            fitting.clamp(*INTERLEAVED_ROUNDS.start(), *INTERLEAVED_ROUNDS.end()),
+            1,
+        )
+    } else {
+        (1, 5)
+    };
+    let max_per_block = 10_000 / rounds;
+    let block_seconds = seconds / rounds as f64;
+    let mut samples = vec![Vec::new(); calls.len()];
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..calls.len()).collect()
+        } else {
+            (0..calls.len()).rev().collect()
+        };
+        for i in order {
+            let start = Instant::now();
+            let mut count = 0;
+            while count < max_per_block
+                && (count < min_per_block || start.elapsed().as_secs_f64() < block_seconds)
+            {
+                let t = Instant::now();
+                calls[i]();
+                samples[i].push(t.elapsed().as_secs_f64());
+                count += 1;
+            }
+        }
+    }
+    samples.iter_mut().map(|s| median(s)).collect()
 }
 
-/// Times one configuration.
+/// Times `cells` on one kernel, mode and shape, taking turns ([`interleaved_medians`]), and
+/// returns a measurement for each, in the order of `cells`.
 #[allow(clippy::too_many_arguments)]
-fn measure(
+fn measure_cells(
     kernel: KernelKind,
-    cell: Cell,
+    cells: &[Cell],
     mode: Mode,
     shape: Shape,
     threads: usize,
     seconds: f64,
     layout: PanelLayout,
-) -> Result<Measurement, CliError> {
-    let model = Model::single_layer(cell, weights(cell.kind(), shape.input, shape.hidden))?;
+) -> Result<Vec<Measurement>, CliError> {
+    let models = cells
+        .iter()
+        .map(|&cell| Model::single_layer(cell, weights(cell.kind(), shape.input, shape.hidden)))
+        .collect::<Result<Vec<_>, _>>()?;
     let x: Vec<f32> = (0..shape.seq_len * shape.batch * shape.input)
         .map(|k| (k as f32 * 0.37).sin())
         .collect();
-    let seconds = match (kernel, mode) {
+    let medians = match (kernel, mode) {
         (KernelKind::Simd, Mode::Seq) => {
-            let mut simd = SimdModel::with_layout(&model, threads, layout)?;
-            let input = SequenceInput::new(&x, shape.seq_len, shape.batch);
-            median_of_calls(seconds, || {
-                std::hint::black_box(simd.forward(&input).expect("valid input"));
-            })
+            let mut simds = models
+                .iter()
+                .map(|model| SimdModel::with_layout(model, threads, layout))
+                .collect::<Result<Vec<_>, _>>()?;
+            let input = &SequenceInput::new(&x, shape.seq_len, shape.batch);
+            let mut calls: Vec<Box<dyn FnMut() + '_>> = simds
+                .iter_mut()
+                .map(|simd| {
+                    Box::new(move || {
+                        std::hint::black_box(simd.forward(input).expect("valid input"));
+                    }) as Box<dyn FnMut()>
+                })
+                .collect();
+            interleaved_medians(seconds, &mut calls)
         }
         (KernelKind::Simd, Mode::Step) => {
-            let simd = SimdModel::with_layout(&model, threads, layout)?;
-            let mut stream = simd.stream(shape.batch)?;
+            let simds = models
+                .iter()
+                .map(|model| SimdModel::with_layout(model, threads, layout))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut streams = simds
+                .iter()
+                .map(|simd| simd.stream(shape.batch))
+                .collect::<Result<Vec<_>, _>>()?;
             let step_x = &x[..shape.batch * shape.input];
-            median_of_calls(seconds, || {
-                std::hint::black_box(stream.step(step_x).expect("valid input"));
-            })
+            let mut calls: Vec<Box<dyn FnMut() + '_>> = streams
+                .iter_mut()
+                .map(|stream| {
+                    Box::new(move || {
+                        std::hint::black_box(stream.step(step_x).expect("valid input"));
+                    }) as Box<dyn FnMut()>
+                })
+                .collect();
+            interleaved_medians(seconds, &mut calls)
         }
         (KernelKind::Ref, mode) => {
-            let mut reference = ReferenceKernel::new(model);
             let t = if mode == Mode::Step { 1 } else { shape.seq_len };
-            let mut h = vec![0.0f32; shape.batch * shape.hidden];
-            let mut c = vec![0.0f32; shape.batch * shape.hidden];
-            median_of_calls(seconds, || {
-                let mut input =
-                    SequenceInput::new(&x[..t * shape.batch * shape.input], t, shape.batch).h0(&h);
-                if cell == Cell::Lstm {
-                    input = input.c0(&c);
-                }
-                let out = reference.forward(&input).expect("valid input");
-                if mode == Mode::Step {
-                    h.copy_from_slice(&out.h_n);
-                    if let Some(c_n) = out.c_n {
-                        c.copy_from_slice(&c_n);
-                    }
-                }
-            })
+            let x = &x[..t * shape.batch * shape.input];
+            let state_len = shape.batch * shape.hidden;
+            let mut references: Vec<(ReferenceKernel, bool, Vec<f32>, Vec<f32>)> = models
+                .into_iter()
+                .zip(cells)
+                .map(|(model, &cell)| {
+                    let lstm = cell == Cell::Lstm;
+                    (
+                        ReferenceKernel::new(model),
+                        lstm,
+                        vec![0.0; state_len],
+                        vec![0.0; state_len],
+                    )
+                })
+                .collect();
+            let mut calls: Vec<Box<dyn FnMut() + '_>> = references
+                .iter_mut()
+                .map(|(reference, lstm, h, c)| {
+                    Box::new(move || {
+                        let mut input = SequenceInput::new(x, t, shape.batch).h0(h);
+                        if *lstm {
+                            input = input.c0(c);
+                        }
+                        let out = reference.forward(&input).expect("valid input");
+                        if mode == Mode::Step {
+                            h.copy_from_slice(&out.h_n);
+                            if let Some(c_n) = out.c_n {
+                                c.copy_from_slice(&c_n);
+                            }
+                        }
+                    }) as Box<dyn FnMut()>
+                })
+                .collect();
+            interleaved_medians(seconds, &mut calls)
         }
     };
-    Ok(Measurement {
-        kernel: kernel.name().to_owned(),
-        cell: cell.kind(),
-        variant: (cell.kind() == CellKind::Gru).then_some(match cell {
-            Cell::Gru(v) => v,
-            Cell::Lstm => GruVariant::ResetAfter,
-        }),
-        mode,
-        shape,
-        threads,
-        seconds,
-    })
+    Ok(cells
+        .iter()
+        .zip(medians)
+        .map(|(&cell, seconds)| Measurement {
+            kernel: kernel.name().to_owned(),
+            cell: cell.kind(),
+            variant: match cell {
+                Cell::Gru(v) => Some(v),
+                Cell::Lstm => None,
+            },
+            mode,
+            shape,
+            threads,
+            seconds,
+        })
+        .collect())
 }
 
 /// The roofline of one measurement: the time the FMA peak alone allows, and the time the
@@ -584,8 +673,9 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Times every shape, cell and kernel `options` ask for, in that order, with progress on
-/// stderr. The reference runs only on affordable shapes unless the shapes were given.
+/// Times every shape, cell and kernel `options` ask for, with progress on stderr; the cells of
+/// one shape and kernel take turns ([`measure_cells`]). Returned by shape, then cell, then
+/// kernel. The reference runs only on affordable shapes unless the shapes were given.
 fn measure_all(
     options: &BenchOptions,
     shapes: &[Shape],
@@ -593,37 +683,43 @@ fn measure_all(
 ) -> Result<Vec<Measurement>, CliError> {
     let mut results = Vec::new();
     let explicit_shapes = options.shapes.is_some();
-    let total = shapes.len() * options.cells.len() * options.kernels.len();
+    let cells: Vec<Cell> = options
+        .cells
+        .iter()
+        .map(|kind| match kind {
+            CellKind::Gru => Cell::Gru(options.variant),
+            CellKind::Lstm => Cell::Lstm,
+        })
+        .collect();
+    let cell_names: Vec<&str> = options.cells.iter().map(|c| c.name()).collect();
+    let total = shapes.len() * options.kernels.len();
     let mut done = 0;
     for &shape in shapes {
-        for &kind in &options.cells {
-            let cell = match kind {
-                CellKind::Gru => Cell::Gru(options.variant),
-                CellKind::Lstm => Cell::Lstm,
-            };
-            for &kernel in &options.kernels {
-                done += 1;
-                if kernel == KernelKind::Ref && !explicit_shapes && !reference_is_affordable(shape)
-                {
-                    continue;
-                }
-                eprintln!(
-                    "[{done}/{total}] {} {} {} {shape} ...",
-                    kernel.name(),
-                    kind.name(),
-                    options.mode.name()
-                );
-                results.push(measure(
-                    kernel,
-                    cell,
-                    options.mode,
-                    shape,
-                    threads,
-                    options.seconds_per_measurement,
-                    options.layout,
-                )?);
+        let mut of_shape = Vec::new();
+        for &kernel in &options.kernels {
+            done += 1;
+            if kernel == KernelKind::Ref && !explicit_shapes && !reference_is_affordable(shape) {
+                continue;
             }
+            eprintln!(
+                "[{done}/{total}] {} {} {} {shape} ...",
+                kernel.name(),
+                cell_names.join(","),
+                options.mode.name()
+            );
+            of_shape.extend(measure_cells(
+                kernel,
+                &cells,
+                options.mode,
+                shape,
+                threads,
+                options.seconds_per_measurement,
+                options.layout,
+            )?);
         }
+        // The table's order: each cell's kernels together.
+        of_shape.sort_by_key(|m| options.cells.iter().position(|&c| c == m.cell));
+        results.extend(of_shape);
     }
     Ok(results)
 }
@@ -803,6 +899,42 @@ fn print_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_timed_together_take_turns_in_blocks() {
+        let log = std::cell::RefCell::new(Vec::new());
+        let log_ref = &log;
+        let mut calls: Vec<Box<dyn FnMut() + '_>> = (0..2)
+            .map(|i| Box::new(move || log_ref.borrow_mut().push(i)) as Box<dyn FnMut()>)
+            .collect();
+        let medians = interleaved_medians(0.002, &mut calls);
+        drop(calls);
+        assert_eq!(medians.len(), 2);
+        assert!(medians.iter().all(|m| m.is_finite() && *m >= 0.0));
+        let log = log.into_inner();
+        // One warm-up call each, in order, then blocks whose owner changes once a round at
+        // least (rounds alternate the order, so a round's last block and the next round's
+        // first belong to the same cell).
+        assert_eq!(log[..2], [0, 1]);
+        let turns = log[2..].windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(
+            turns >= *INTERLEAVED_ROUNDS.start(),
+            "{turns} turns in {log:?}"
+        );
+        for cell in 0..2 {
+            let timed = log[2..].iter().filter(|&&c| c == cell).count();
+            assert!(
+                timed >= *INTERLEAVED_ROUNDS.start(),
+                "cell {cell} timed {timed} times"
+            );
+        }
+        // Alone, one block of at least five calls after the warm-up.
+        let mut count = 0;
+        let mut alone: Vec<Box<dyn FnMut() + '_>> = vec![Box::new(|| count += 1)];
+        assert_eq!(interleaved_medians(0.0, &mut alone).len(), 1);
+        drop(alone);
+        assert_eq!(count, 6);
+    }
 
     /// The example line.
     fn sample() -> Measurement {
