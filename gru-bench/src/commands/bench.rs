@@ -727,34 +727,36 @@ fn measure_all(
 /// Past this [`MachineLimits::largest_drift`], `gru bench` warns that the host changed speed.
 const DRIFT_WARNING: f64 = 0.1;
 
-/// An error for the first shape and cell that needs more than `available` bytes (see
-/// [`Shape::bytes_needed`]), or more than can be counted.
+/// An error for the first shape whose cells need more than `available` bytes together (see
+/// [`Shape::bytes_needed`]; the cells of a shape are timed side by side, each with its own
+/// model, input and output), or more than can be counted.
 fn check_memory(
     shapes: &[Shape],
     cells: &[CellKind],
     available: Option<u64>,
 ) -> Result<(), CliError> {
+    let names: Vec<&str> = cells.iter().map(|c| c.name()).collect();
+    let names = names.join(" and the ");
     for shape in shapes {
-        for cell in cells {
-            let gb = |bytes: u64| bytes as f64 / 1e9;
-            match (shape.bytes_needed(cell.gate_count()), available) {
-                (None, _) => {
-                    return Err(CliError(format!(
-                        "shape {shape} is too large: the {}'s bytes overflow 64 bits",
-                        cell.name()
-                    )));
-                }
-                (Some(needed), Some(available)) if needed > available => {
-                    return Err(CliError(format!(
-                        "shape {shape} needs about {:.1} GB for the {} (weights as given and \
-                         packed, input and output), but {:.1} GB of memory are available",
-                        gb(needed),
-                        cell.name(),
-                        gb(available)
-                    )));
-                }
-                _ => {}
+        let needed = cells.iter().try_fold(0u64, |total, cell| {
+            total.checked_add(shape.bytes_needed(cell.gate_count())?)
+        });
+        let gb = |bytes: u64| bytes as f64 / 1e9;
+        match (needed, available) {
+            (None, _) => {
+                return Err(CliError(format!(
+                    "shape {shape} is too large: the bytes of the {names} overflow 64 bits"
+                )));
             }
+            (Some(needed), Some(available)) if needed > available => {
+                return Err(CliError(format!(
+                    "shape {shape} needs about {:.1} GB for the {names} (weights as given and \
+                     packed, input and output, each), but {:.1} GB of memory are available",
+                    gb(needed),
+                    gb(available)
+                )));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -983,12 +985,17 @@ mod tests {
         assert_eq!(huge.bytes_needed(3), None);
         let cells = [CellKind::Gru, CellKind::Lstm];
         let needed_by_lstm = shape.bytes_needed(4).unwrap();
-        assert!(check_memory(&[shape], &cells, Some(needed_by_lstm)).is_ok());
-        let error = check_memory(&[shape], &cells, Some(needed_by_lstm - 1)).unwrap_err();
+        assert!(check_memory(&[shape], &cells[1..], Some(needed_by_lstm)).is_ok());
+        let error = check_memory(&[shape], &cells[1..], Some(needed_by_lstm - 1)).unwrap_err();
         assert!(
             error.0.contains("2:3:5:7") && error.0.contains("lstm"),
             "{error}"
         );
+        // Both cells of a shape are timed side by side, so both must fit at once.
+        let needed_by_both = needed_by_lstm + shape.bytes_needed(3).unwrap();
+        assert!(check_memory(&[shape], &cells, Some(needed_by_both)).is_ok());
+        let error = check_memory(&[shape], &cells, Some(needed_by_both - 1)).unwrap_err();
+        assert!(error.0.contains("gru and the lstm"), "{error}");
         // Where the available memory is unknown, only overflow is an error.
         assert!(check_memory(&[shape], &cells, None).is_ok());
         assert!(check_memory(&[huge], &cells, None).is_err());
