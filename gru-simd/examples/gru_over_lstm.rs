@@ -17,13 +17,11 @@
 
 use std::time::Instant;
 
-use gru_core::{
-    Cell, CellKind, GruVariant, LayerWeights, Model, RecurrentKernel, SequenceInput, SequenceOutput,
-};
+use gru_core::{Cell, GruVariant, Model, RecurrentKernel, SequenceInput, SequenceOutput};
 use gru_simd::SimdModel;
 
 mod common;
-use common::{median, values};
+use common::{layer_weights, median, values};
 
 /// `(B, T, I = H)` of the goals' sequence shapes.
 const SHAPES: [(usize, usize, usize); 6] = [
@@ -41,22 +39,9 @@ const BLOCK_CALLS: usize = 9;
 /// Calls that bring a block's weights back into the caches.
 const WARM_UP_CALLS: usize = 2;
 
-/// A single-layer model of `kind` with `I = H = size` and smooth weights.
-fn model(kind: CellKind, size: usize) -> gru_core::Result<Model> {
-    let (cell, gates) = match kind {
-        CellKind::Gru => (Cell::Gru(GruVariant::ResetAfter), 3),
-        CellKind::Lstm => (Cell::Lstm, 4),
-    };
-    let weights = LayerWeights::new(
-        kind,
-        size,
-        size,
-        values(gates * size * size, 1.0, 0.05),
-        values(gates * size * size, 2.0, 0.05),
-        Some(values(gates * size, 3.0, 0.1)),
-        Some(values(gates * size, 4.0, 0.1)),
-    )?;
-    Model::single_layer(cell, weights)
+/// A single-layer model of `cell` with `I = H = size` and smooth weights.
+fn model(cell: Cell, size: usize) -> gru_core::Result<Model> {
+    Model::single_layer(cell, layer_weights(cell, size)?)
 }
 
 /// The median time of a block's counted calls.
@@ -91,8 +76,9 @@ fn arguments() -> Result<[usize; 2], String> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [threads, rounds] = arguments()?;
     for (batch, seq_len, size) in SHAPES {
-        let mut gru = SimdModel::with_threads(&model(CellKind::Gru, size)?, threads)?;
-        let mut lstm = SimdModel::with_threads(&model(CellKind::Lstm, size)?, threads)?;
+        let gru_cell = Cell::Gru(GruVariant::ResetAfter);
+        let mut gru = SimdModel::with_threads(&model(gru_cell, size)?, threads)?;
+        let mut lstm = SimdModel::with_threads(&model(Cell::Lstm, size)?, threads)?;
         let x = values(seq_len * batch * size, 5.0, 1.0);
         let input = SequenceInput::new(&x, seq_len, batch);
         let (mut gru_out, mut lstm_out) = (SequenceOutput::empty(), SequenceOutput::empty());

@@ -472,41 +472,38 @@ fn measure_cells(
         .map(|k| (k as f32 * 0.37).sin())
         .collect();
     let medians = match (kernel, mode) {
-        (KernelKind::Simd, Mode::Seq) => {
+        (KernelKind::Simd, mode) => {
             let mut simds = models
                 .iter()
                 .map(|model| SimdModel::with_layout(model, threads, layout))
                 .collect::<Result<Vec<_>, _>>()?;
-            let input = &SequenceInput::new(&x, shape.seq_len, shape.batch);
-            let mut calls: Vec<Box<dyn FnMut() + '_>> = simds
-                .iter_mut()
-                .map(|simd| {
-                    Box::new(move || {
-                        std::hint::black_box(simd.forward(input).expect("valid input"));
-                    }) as Box<dyn FnMut()>
-                })
-                .collect();
-            interleaved_medians(seconds, &mut calls)
-        }
-        (KernelKind::Simd, Mode::Step) => {
-            let simds = models
-                .iter()
-                .map(|model| SimdModel::with_layout(model, threads, layout))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut streams = simds
-                .iter()
-                .map(|simd| simd.stream(shape.batch))
-                .collect::<Result<Vec<_>, _>>()?;
-            let step_x = &x[..shape.batch * shape.input];
-            let mut calls: Vec<Box<dyn FnMut() + '_>> = streams
-                .iter_mut()
-                .map(|stream| {
-                    Box::new(move || {
-                        std::hint::black_box(stream.step(step_x).expect("valid input"));
-                    }) as Box<dyn FnMut()>
-                })
-                .collect();
-            interleaved_medians(seconds, &mut calls)
+            if mode == Mode::Seq {
+                let input = &SequenceInput::new(&x, shape.seq_len, shape.batch);
+                let mut calls: Vec<Box<dyn FnMut() + '_>> = simds
+                    .iter_mut()
+                    .map(|simd| {
+                        Box::new(move || {
+                            std::hint::black_box(simd.forward(input).expect("valid input"));
+                        }) as Box<dyn FnMut()>
+                    })
+                    .collect();
+                interleaved_medians(seconds, &mut calls)
+            } else {
+                let mut streams = simds
+                    .iter()
+                    .map(|simd| simd.stream(shape.batch))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let step_x = &x[..shape.batch * shape.input];
+                let mut calls: Vec<Box<dyn FnMut() + '_>> = streams
+                    .iter_mut()
+                    .map(|stream| {
+                        Box::new(move || {
+                            std::hint::black_box(stream.step(step_x).expect("valid input"));
+                        }) as Box<dyn FnMut()>
+                    })
+                    .collect();
+                interleaved_medians(seconds, &mut calls)
+            }
         }
         (KernelKind::Ref, mode) => {
             let t = if mode == Mode::Step { 1 } else { shape.seq_len };

@@ -17,13 +17,13 @@ pub fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// A layer of `cell` with `I = H = size`, smooth weights and biases, packed for this CPU.
-pub fn packed_layer(
+/// The weights of a layer of `cell` with `I = H = size`: smooth weights and biases.
+pub fn layer_weights(
     cell: gru_core::Cell,
     size: usize,
-) -> gru_core::Result<gru_simd::packing::PackedLayer> {
+) -> gru_core::Result<gru_core::LayerWeights> {
     let gates = cell.gate_count();
-    let weights = gru_core::LayerWeights::new(
+    gru_core::LayerWeights::new(
         cell.kind(),
         size,
         size,
@@ -31,6 +31,16 @@ pub fn packed_layer(
         values(gates * size * size, 2.0, 0.05),
         Some(values(gates * size, 3.0, 0.1)),
         Some(values(gates * size, 4.0, 0.1)),
-    )?;
-    Ok(gru_simd::packing::PackedLayer::new(&weights, cell))
+    )
+}
+
+/// A layer of `cell` with `I = H = size` ([`layer_weights`]), packed for this CPU.
+pub fn packed_layer(
+    cell: gru_core::Cell,
+    size: usize,
+) -> gru_core::Result<gru_simd::packing::PackedLayer> {
+    Ok(gru_simd::packing::PackedLayer::new(
+        &layer_weights(cell, size)?,
+        cell,
+    ))
 }
