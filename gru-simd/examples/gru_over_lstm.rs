@@ -1,10 +1,11 @@
 //! GRU time over LSTM time at the performance goals' sequence shapes, both models in one
 //! process, timed in alternating blocks of back-to-back calls.
 //!
-//! `gru bench` and the peer rounds time the GRU and the LSTM seconds apart, each for a fixed
-//! while, and on a host whose speed changes within seconds the ratio of two such medians
-//! wanders: on 2026-11-30 ten `gru bench` runs at B = 1, I = H = 256 gave 0.69–0.94. Here
-//! each round times a block of calls of one model, then a block of the other (the order
+//! The peer rounds time the GRU and the LSTM in separate processes seconds apart, and on a
+//! host whose speed changes within seconds the ratio of two such medians wanders: on
+//! 2026-11-30, ten `gru bench` runs at B = 1, I = H = 256 that timed the two one after the
+//! other gave 0.69–0.94 (`gru bench` now takes turns too, with the medians of all calls).
+//! Here each round times a block of calls of one model, then a block of the other (the order
 //! alternating from round to round), and the ratio is the median over rounds of each round's
 //! own ratio. A block's first calls bring its model's weights back into the caches and are not
 //! counted, so that both models are timed warm, as back-to-back calls run; calls that
