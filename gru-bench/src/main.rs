@@ -99,6 +99,12 @@ struct BenchArgs {
     /// Seconds of timing per measurement, after a warm-up call.
     #[arg(long, value_name = "S", default_value_t = 0.6)]
     seconds: f64,
+    /// Passes over all the shapes, 1 to 1000; each figure is the median of its passes, so a
+    /// host that slows down for a few seconds spoils a few passes rather than whole shapes.
+    /// The run takes about N times as long.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    passes: u16,
     /// Vector lanes of the simd kernels' tiles: 8 (AVX2 and FMA) or 16 (AVX-512, weights
     /// packed in pairs of panels) [default: 16 where the CPU has AVX-512F, else 8]. The FMA
     /// peak is measured in the same width.
@@ -294,6 +300,7 @@ fn bench(a: BenchArgs) -> Result<(), CliError> {
         svg: a.svg,
         compare: a.compare,
         seconds_per_measurement: a.seconds,
+        passes: a.passes.into(),
         layout: a.lanes.unwrap_or_else(PanelLayout::best),
     };
     gru_bench::commands::bench::run(&options)

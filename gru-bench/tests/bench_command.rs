@@ -54,6 +54,39 @@ fn without_a_subcommand_gru_runs_the_bench() {
     check_json_lines(&out, 4);
 }
 
+/// `--passes` times every shape again in each pass, says which pass it is in, and prints
+/// one line per measurement all the same.
+#[test]
+fn passes_report_one_median_per_measurement() {
+    let out = gru(&[
+        "bench",
+        "--shapes",
+        "1:3:4:8,2:3:4:8",
+        "--seconds",
+        "0.01",
+        "--json",
+        "--cells",
+        "gru,lstm",
+        "--kernels",
+        "simd",
+        "--threads",
+        "1",
+        "--passes",
+        "3",
+    ]);
+    check_json_lines(&out, 4);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let passes: Vec<&str> = stderr.lines().filter(|l| l.starts_with("pass ")).collect();
+    assert_eq!(
+        passes,
+        ["pass 1 of 3", "pass 2 of 3", "pass 3 of 3"],
+        "{stderr}"
+    );
+    // Each pass times both shapes.
+    let progress = stderr.lines().filter(|l| l.starts_with('[')).count();
+    assert_eq!(progress, 6, "{stderr}");
+}
+
 /// `--lanes` picks the tiles, and the table's first line says which, with the width of the FMA
 /// peak it measured; 16 lanes where the CPU has no AVX-512F (as under valgrind) is one plain
 /// error line.
@@ -149,6 +182,8 @@ fn bad_options_fail_with_one_line() {
         &["accuracy", "--threads", "100000"],
         &["run", "--threads", "0"],
         &["bench", "--seconds", "-1"],
+        &["bench", "--passes", "0"],
+        &["bench", "--passes", "1001"],
         &["bench", "--lanes", "7"],
         // Step mode times one timestep per call; T = 100 would count 100 steps' FLOPs.
         &["bench", "--mode", "step", "--shapes", "1:100:4:4"],

@@ -154,6 +154,9 @@ pub struct BenchOptions {
     pub compare: Option<PathBuf>,
     /// Seconds of timing per measurement (after warm-up).
     pub seconds_per_measurement: f64,
+    /// Passes over every shape, cell and kernel; each measurement is the median of its passes
+    /// ([`median_over_passes`]). At least 1.
+    pub passes: usize,
     /// How the simd kernels' weights are packed, which decides their vector width; the FMA
     /// peak is measured in that width.
     pub layout: PanelLayout,
@@ -629,9 +632,16 @@ pub fn run(options: &BenchOptions) -> Result<(), CliError> {
         &working_sets,
         cannot_measure,
         || {
-            let results = measure_all(options, &shapes, threads)?;
+            let passes = (1..=options.passes.max(1))
+                .map(|pass| {
+                    if options.passes > 1 {
+                        eprintln!("pass {pass} of {}", options.passes);
+                    }
+                    measure_all(options, &shapes, threads)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             eprintln!("measuring the FMA peak and read bandwidth again...");
-            Ok(results)
+            Ok(median_over_passes(passes))
         },
     )?;
     let drift = limits.largest_drift();
@@ -719,6 +729,33 @@ fn measure_all(
         results.extend(of_shape);
     }
     Ok(results)
+}
+
+/// The measurements of the first pass, each with its median seconds over all `passes`, which
+/// measured the same things in the same order (as every pass of [`measure_all`] does).
+///
+/// Passes spread each measurement over the whole run. This host slows down for a few seconds
+/// at a time (a 40-second run of one GRU call after another at B = 64, I = H = 256 went from
+/// about 131 to about 91 GFLOP/s for 3 to 4 seconds, twice): one pass times a shape within
+/// well under a second, so such a slowdown spoils every call of the shapes it falls on, while
+/// over several passes it spoils only the passes it falls on, and the median leaves them out.
+fn median_over_passes(passes: Vec<Vec<Measurement>>) -> Vec<Measurement> {
+    let mut passes = passes.into_iter();
+    let Some(mut merged) = passes.next() else {
+        return Vec::new();
+    };
+    let mut seconds: Vec<Vec<f64>> = merged.iter().map(|m| vec![m.seconds]).collect();
+    for pass in passes {
+        assert_eq!(pass.len(), merged.len(), "passes measure the same things");
+        for ((m, of_m), again) in merged.iter().zip(&mut seconds).zip(pass) {
+            debug_assert!(m.kernel == again.kernel && m.key() == again.key());
+            of_m.push(again.seconds);
+        }
+    }
+    for (m, mut of_m) in merged.iter_mut().zip(seconds) {
+        m.seconds = median(&mut of_m);
+    }
+    merged
 }
 
 /// Past this [`MachineLimits::largest_drift`], `gru bench` warns that the host changed speed.
@@ -951,6 +988,30 @@ mod tests {
             threads: 2,
             seconds: 0.00123,
         }
+    }
+
+    #[test]
+    fn passes_give_each_measurement_its_own_median() {
+        let measured = |seconds: [f64; 2]| {
+            let mut lstm = sample();
+            lstm.cell = CellKind::Lstm;
+            lstm.variant = None;
+            [sample(), lstm]
+                .into_iter()
+                .zip(seconds)
+                .map(|(m, seconds)| Measurement { seconds, ..m })
+                .collect::<Vec<_>>()
+        };
+        // The GRU's third pass and the LSTM's first ran while the host was slow.
+        let passes = vec![
+            measured([1.0, 9.0]),
+            measured([1.2, 2.0]),
+            measured([5.0, 2.2]),
+        ];
+        let merged = median_over_passes(passes.clone());
+        assert_eq!(merged, measured([1.2, 2.2]));
+        assert_eq!(median_over_passes(passes[..1].to_vec()), passes[0]);
+        assert_eq!(median_over_passes(Vec::new()), Vec::new());
     }
 
     #[test]
