@@ -154,8 +154,8 @@ pub struct BenchOptions {
     pub compare: Option<PathBuf>,
     /// Seconds of timing per measurement (after warm-up).
     pub seconds_per_measurement: f64,
-    /// Passes over every shape, cell and kernel; each measurement is the median of its passes
-    /// ([`median_over_passes`]). At least 1.
+    /// Passes over every shape, cell and kernel; each measurement reports the median of its
+    /// passes. At least 1.
     pub passes: usize,
     /// How the simd kernels' weights are packed, which decides their vector width; the FMA
     /// peak is measured in that width.
@@ -737,8 +737,8 @@ fn measure_all(
 /// Passes spread each measurement over the whole run. This host slows down for a few seconds
 /// at a time (a 40-second run of one GRU call after another at B = 64, I = H = 256 went from
 /// about 131 to about 91 GFLOP/s for 3 to 4 seconds, twice): one pass times a shape within
-/// well under a second, so such a slowdown spoils every call of the shapes it falls on, while
-/// over several passes it spoils only the passes it falls on, and the median leaves them out.
+/// about a second, so such a slowdown spoils every call of the shapes it falls on, while over
+/// several passes it spoils only the passes it falls on, and the median leaves them out.
 fn median_over_passes(passes: Vec<Vec<Measurement>>) -> Vec<Measurement> {
     let mut passes = passes.into_iter();
     let Some(mut merged) = passes.next() else {
