@@ -7,9 +7,12 @@ round. Within a round both sides of a ratio were measured seconds apart, so a ro
 steadier than the ratio of two medians taken from different rounds on a machine whose speed
 drifts. Without round numbers, the ratio is that of the medians.
 
-Two more tables follow: the simd GRU's time over the simd LSTM's (median of the rounds' own
-ratios), and the ratio to the fastest peer over odd rounds (peers run first) and even rounds
-(simd runs first) apart.
+Three more tables follow: the simd GRU's time over the simd LSTM's (median of the rounds' own
+ratios); the ratio to the fastest peer over odd rounds (peers run first) and even rounds
+(simd runs first) apart; and the ratio to each peer alone, the median of the rounds' ratios to
+that peer. On a noisy machine the faster of two peers in one round is the faster of two noisy
+draws, so the first table's ratio leans towards the peers; the ratio to each peer alone does
+not.
 
     python3 gru-bench/peers/summarize.py runs/*.jsonl
 """
@@ -63,6 +66,7 @@ def main():
 
     gru_over_lstm(by_round)
     by_order(by_round, keys)
+    by_peer(by_round, keys)
 
 
 def gru_over_lstm(by_round):
@@ -103,6 +107,32 @@ def by_order(by_round, keys):
     print("|---|---|---|---|---|---|")
     for (cell, mode, b, t, i, h, threads), odd, even in rows:
         print(f"| {cell} | {mode} | {b}:{t}:{i}:{h} | {threads} | {odd:.2f}× | {even:.2f}× |")
+
+
+def by_peer(by_round, keys):
+    """Our ratio to each peer alone: per round, the peer's time over ours; the median over
+    rounds, then the range."""
+    rows = []
+    for key in keys:
+        ratios = {"onnxruntime": [], "pytorch": []}
+        for rk, r in by_round.items():
+            if rk[:-1] == key and "simd" in r:
+                for peer, v in ratios.items():
+                    if peer in r:
+                        v.append(r[peer] / r["simd"])
+        if any(len(v) > 1 for v in ratios.values()):
+            rows.append((key, ratios))
+    if not rows:
+        return
+    print()
+    print("| cell | mode | B:T:I:H | threads | simd / onnxruntime (rounds' range) | simd / pytorch (rounds' range) |")
+    print("|---|---|---|---|---|---|")
+    for (cell, mode, b, t, i, h, threads), ratios in rows:
+        cells = [
+            f"{statistics.median(v):.2f}× ({min(v):.2f}–{max(v):.2f})" if v else ""
+            for v in (ratios["onnxruntime"], ratios["pytorch"])
+        ]
+        print(f"| {cell} | {mode} | {b}:{t}:{i}:{h} | {threads} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
