@@ -22,9 +22,15 @@ fn draw(svg: &mut String, results: &[Measurement], peak_flops: f64) -> Result<()
     let areas = root.split_evenly((1, panels as usize));
     let max_hidden = results.iter().map(|m| m.shape.hidden).max().unwrap_or(1) as f64;
     let peak = peak_flops / 1e9;
+    // Every measurement of a run has the same thread count; said once per panel.
+    let threads = results.first().map_or(1, |m| m.threads);
+    let thread_word = if threads == 1 { "thread" } else { "threads" };
     for (area, &batch) in areas.iter().zip(&batches) {
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("B = {batch}"), ("sans-serif", 20))
+            .caption(
+                format!("B = {batch}, {threads} {thread_word}"),
+                ("sans-serif", 20),
+            )
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(48)
@@ -34,6 +40,8 @@ fn draw(svg: &mut String, results: &[Measurement], peak_flops: f64) -> Result<()
             .configure_mesh()
             .x_desc("hidden size (I = H)")
             .y_desc("GFLOP/s")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|e| e.to_string())?;
         chart

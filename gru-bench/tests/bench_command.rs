@@ -275,6 +275,8 @@ fn svg_plot_is_written_whole() {
     quick_gru_bench(&[
         "--shapes",
         "1:2:8:8,1:2:16:16",
+        "--threads",
+        "2",
         "--svg",
         path.to_str().unwrap(),
     ]);
@@ -287,6 +289,9 @@ fn svg_plot_is_written_whole() {
         svg.contains("gru simd") && svg.contains("FMA peak"),
         "{svg}"
     );
+    // The panel says its batch and thread count; the axes count in whole units.
+    assert!(svg.contains("B = 1, 2 threads"), "{svg}");
+    assert!(!svg.contains(".0<"), "{svg}");
     let files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
