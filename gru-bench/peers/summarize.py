@@ -57,7 +57,7 @@ def main():
         ratio = f"{min(peers) / seconds['simd']:.2f}×" if peers and "simd" in seconds else ""
         per_round = [
             min(r[k] for k in ("onnxruntime", "pytorch") if k in r) / r["simd"]
-            for (rk, r) in ((rk, r) for rk, r in by_round.items() if rk[:-1] == key)
+            for r in rounds_of(by_round, key).values()
             if "simd" in r and ("onnxruntime" in r or "pytorch" in r)
         ]
         if ratio and len(per_round) > 1:
@@ -67,6 +67,11 @@ def main():
     gru_over_lstm(by_round)
     by_order(by_round, keys)
     by_peer(by_round, keys)
+
+
+def rounds_of(by_round, key):
+    """The rounds' timings of one (cell, shape, threads) key, by round id."""
+    return {rk[-1]: r for rk, r in by_round.items() if rk[:-1] == key}
 
 
 def gru_over_lstm(by_round):
@@ -93,11 +98,11 @@ def by_order(by_round, keys):
     rows = []
     for key in keys:
         split = {1: [], 0: []}
-        for rk, r in by_round.items():
-            if rk[:-1] == key and rk[-1].isdigit() and "simd" in r:
+        for round_id, r in rounds_of(by_round, key).items():
+            if round_id.isdigit() and "simd" in r:
                 peers = [r[k] for k in ("onnxruntime", "pytorch") if k in r]
                 if peers:
-                    split[int(rk[-1]) % 2].append(min(peers) / r["simd"])
+                    split[int(round_id) % 2].append(min(peers) / r["simd"])
         if split[1] and split[0]:
             rows.append((key, statistics.median(split[1]), statistics.median(split[0])))
     if not rows:
@@ -115,8 +120,8 @@ def by_peer(by_round, keys):
     rows = []
     for key in keys:
         ratios = {"onnxruntime": [], "pytorch": []}
-        for rk, r in by_round.items():
-            if rk[:-1] == key and "simd" in r:
+        for r in rounds_of(by_round, key).values():
+            if "simd" in r:
                 for peer, v in ratios.items():
                     if peer in r:
                         v.append(r[peer] / r["simd"])
