@@ -36,7 +36,7 @@ def main():
                     key = (d["cell"], d["mode"], d["batch"], d["seq_len"], d["input"], d["hidden"], d["threads"])
                     runs[key + (d["kernel"],)].append(d["seconds"])
                     by_round[key + (round_id,)][d["kernel"]] = d["seconds"]
-    keys = sorted({k[:-1] for k in runs}, key=lambda k: (k[1], k[2], k[5], k[0]))
+    keys = sorted({k[:-1] for k in runs}, key=lambda k: (k[1], k[2], k[5], k[0], k[6]))
     print("| cell | mode | B:T:I:H | threads | simd | onnxruntime | pytorch | simd / fastest peer (rounds' range) |")
     print("|---|---|---|---|---|---|---|---|")
     for key in keys:
