@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gru_bench::CliError;
 use gru_bench::commands::run::{KernelChoice, RunOptions};
 use gru_core::{CellKind, GruVariant};
+use gru_simd::activation::accuracy::Width;
 use gru_simd::packing::PanelLayout;
 
 /// Fast CPU inference for GRU and LSTM models trained in PyTorch.
@@ -60,6 +61,26 @@ struct AccuracyArgs {
     /// Skip the speed comparison.
     #[arg(long)]
     no_speed: bool,
+    /// Vector lanes of the form to check: 8 (the public functions, and the 8-lane tiles'
+    /// epilogues) or 16 (AVX-512, the 16-lane tiles' epilogues) [default: every width this
+    /// CPU runs].
+    #[arg(long, value_name = "N", value_parser = activation_width)]
+    lanes: Option<Width>,
+}
+
+fn activation_width(text: &str) -> Result<Width, String> {
+    let width = match text {
+        "8" => Width::Eight,
+        "16" => Width::Sixteen,
+        _ => return Err(format!("--lanes must be 8 or 16, not {text:?}")),
+    };
+    if width.is_available() {
+        Ok(width)
+    } else {
+        Err(format!(
+            "{text}-lane activations need AVX-512F, which this CPU lacks"
+        ))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -353,6 +374,13 @@ fn main() -> ExitCode {
                 stride: args.stride,
                 threads: args.threads.unwrap_or_else(available_cores),
                 skip_speed: args.no_speed,
+                widths: match args.lanes {
+                    Some(width) => vec![width],
+                    None => Width::ALL
+                        .into_iter()
+                        .filter(|w| w.is_available())
+                        .collect(),
+                },
             })
         }
     };

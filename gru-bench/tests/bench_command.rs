@@ -170,6 +170,47 @@ fn step_mode_and_table() {
     }
 }
 
+/// `gru accuracy` sweeps every width this CPU runs by default, one line per function and width,
+/// or the one `--lanes` names; sixteen lanes on a CPU without AVX-512F (or under valgrind,
+/// which reports none) are one line of error.
+#[test]
+fn accuracy_reports_each_width_the_cpu_runs() {
+    let sweep = [
+        "accuracy",
+        "--stride",
+        "65537",
+        "--no-speed",
+        "--threads",
+        "1",
+    ];
+    let has_avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    let out = gru(&sweep);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for (lanes, expected) in [(8, true), (16, has_avx512)] {
+        for name in ["sigmoid", "tanh"] {
+            let line = format!("{name:<8} {lanes:>2} lanes ");
+            assert_eq!(text.contains(&line), expected, "{line:?} in:\n{text}");
+        }
+    }
+    assert!(text.contains("all bounds hold"), "{text}");
+    let out = gru(&[&sweep[..], &["--lanes", "16"]].concat());
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    if has_avx512 {
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stdout.contains(" 8 lanes "), "{stdout}");
+        assert!(stdout.contains("tanh     16 lanes "), "{stdout}");
+    } else {
+        assert!(!out.status.success());
+        assert!(stdout.is_empty(), "{stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("AVX-512F"), "{stderr}");
+    }
+}
+
 #[test]
 fn bad_options_fail_with_one_line() {
     for args in [
@@ -180,6 +221,7 @@ fn bad_options_fail_with_one_line() {
         &["bench", "--threads", "two"],
         &["accuracy", "--threads", "0"],
         &["accuracy", "--threads", "100000"],
+        &["accuracy", "--lanes", "7"],
         &["run", "--threads", "0"],
         &["bench", "--seconds", "-1"],
         &["bench", "--passes", "0"],

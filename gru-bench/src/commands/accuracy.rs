@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::io::Write;
 
-use gru_simd::activation::accuracy::{Activation, sweep, ulp_bound};
+use gru_simd::activation::accuracy::{Activation, Width, sweep};
 
 use crate::CliError;
 use crate::timing::median_seconds;
@@ -20,6 +20,8 @@ pub struct AccuracyOptions {
     pub threads: usize,
     /// Skip the speed comparison.
     pub skip_speed: bool,
+    /// The vector forms to sweep, each one this CPU runs ([`Width::is_available`]).
+    pub widths: Vec<Width>,
 }
 
 /// The scalar baseline the speed figures compare against: the standard library per element.
@@ -62,7 +64,6 @@ pub fn run(options: &AccuracyOptions) -> Result<(), CliError> {
         return Err(CliError("--threads must be at least 1".into()));
     }
     let support = gru_simd::simd_level();
-    let bound = ulp_bound();
     let stride = if options.exhaustive {
         1
     } else {
@@ -70,7 +71,12 @@ pub fn run(options: &AccuracyOptions) -> Result<(), CliError> {
     };
     let mut out = std::io::stdout().lock();
     let io = |e: std::io::Error| CliError(format!("cannot write the report: {e}"));
-    writeln!(out, "build: {}; bound: {bound} ulp where the true value is at least f32::MIN_POSITIVE, absolute error at most f32::MIN_POSITIVE below it", support.compiled).map_err(io)?;
+    let bounds: Vec<String> = options
+        .widths
+        .iter()
+        .map(|w| format!("{} ulp in {} lanes", w.ulp_bound(), w.lanes()))
+        .collect();
+    writeln!(out, "build: {}; bound: {} where the true value is at least f32::MIN_POSITIVE, absolute error at most f32::MIN_POSITIVE below it", support.compiled, bounds.join(", ")).map_err(io)?;
     writeln!(
         out,
         "inputs: {}",
@@ -82,24 +88,26 @@ pub fn run(options: &AccuracyOptions) -> Result<(), CliError> {
     )
     .map_err(io)?;
     let mut violations = Vec::new();
-    for activation in Activation::ALL {
-        let name = activation.name();
-        let report = sweep(activation, stride, options.threads, &|done| {
+    for &width in &options.widths {
+        for activation in Activation::ALL {
+            let (name, lanes) = (activation.name(), width.lanes());
+            let report = sweep(activation, width, stride, options.threads, &|done| {
+                if options.exhaustive {
+                    eprint!("\r{name} in {lanes} lanes: {:5.1}%", 100.0 * done);
+                }
+            })
+            .map_err(|e| CliError(format!("cannot sweep {name} in {lanes} lanes: {e}")))?;
             if options.exhaustive {
-                eprint!("\r{name}: {:5.1}%", 100.0 * done);
+                eprintln!();
             }
-        })
-        .map_err(|e| CliError(format!("cannot start the sweep's threads: {e}")))?;
-        if options.exhaustive {
-            eprintln!();
+            writeln!(out, "{report}").map_err(io)?;
+            violations.extend(report.violations(width.ulp_bound()));
         }
-        writeln!(out, "{report}").map_err(io)?;
-        violations.extend(report.violations(bound));
     }
     if !options.skip_speed {
         writeln!(
             out,
-            "speed on 4096-element slices (median; scalar = std f32::exp / f32::tanh per element):"
+            "speed of the 8-lane functions on 4096-element slices (median; scalar = std f32::exp / f32::tanh per element):"
         )
         .map_err(io)?;
         for activation in Activation::ALL {

@@ -45,6 +45,32 @@ impl Activation {
         }
     }
 
+    /// The function in `width` applied to a slice in place; `false`, with `xs` untouched, where
+    /// this CPU does not run `width` ([`Width::is_available`]).
+    ///
+    /// ```
+    /// use gru_simd::activation::accuracy::{Activation, Width};
+    /// let mut xs = [0.0f32; 19];
+    /// if Activation::Tanh.apply_in(Width::Sixteen, &mut xs) {
+    ///     assert!(xs.iter().all(|&y| y == 0.0));
+    /// }
+    /// ```
+    pub fn apply_in(self, width: Width, xs: &mut [f32]) -> bool {
+        match width {
+            Width::Eight => {
+                self.apply(xs);
+                true
+            }
+            #[cfg(target_arch = "x86_64")]
+            Width::Sixteen if width.is_available() => {
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                unsafe { super::avx512::apply_in_place(self, xs) };
+                true
+            }
+            Width::Sixteen => false,
+        }
+    }
+
     /// The range every output must lie in.
     pub fn range(self) -> (f32, f32) {
         match self {
@@ -72,8 +98,65 @@ impl Activation {
     }
 }
 
-/// The error bound in ulp this build is held to: 2 with AVX2 and FMA (the workspace's
-/// x86-64-v3 build), 4 otherwise.
+/// Which vector form of the activations a sweep measures: the same algorithm in either width,
+/// compiled apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// Eight lanes: the public functions ([`sigmoid_slice`](super::sigmoid_slice) and
+    /// [`tanh_slice`](super::tanh_slice), on `wide::f32x8`), which the 8-lane tiles' epilogues
+    /// apply too.
+    Eight,
+    /// Sixteen lanes in AVX-512 registers: what the 16-lane tiles' epilogues apply, on a CPU
+    /// with AVX-512F ([`Width::is_available`]).
+    Sixteen,
+}
+
+impl Width {
+    /// Both widths, narrower first.
+    pub const ALL: [Width; 2] = [Width::Eight, Width::Sixteen];
+
+    /// Lanes per vector.
+    pub fn lanes(self) -> usize {
+        match self {
+            Width::Eight => 8,
+            Width::Sixteen => 16,
+        }
+    }
+
+    /// Whether this CPU runs this width: eight lanes everywhere, sixteen with AVX-512F.
+    ///
+    /// ```
+    /// use gru_simd::activation::accuracy::Width;
+    /// assert!(Width::Eight.is_available());
+    /// ```
+    pub fn is_available(self) -> bool {
+        match self {
+            Width::Eight => true,
+            #[cfg(target_arch = "x86_64")]
+            Width::Sixteen => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Width::Sixteen => false,
+        }
+    }
+
+    /// The error bound in ulp this width is held to in this build: 2 where `mul_add` is fused,
+    /// which is always so in sixteen lanes and in eight with AVX2 and FMA (the workspace's
+    /// x86-64-v3 build); 4 in eight lanes otherwise, where `mul_add` rounds twice.
+    ///
+    /// ```
+    /// use gru_simd::activation::accuracy::Width;
+    /// assert_eq!(Width::Sixteen.ulp_bound(), 2);
+    /// ```
+    pub fn ulp_bound(self) -> u64 {
+        match self {
+            Width::Eight => ulp_bound(),
+            Width::Sixteen => 2,
+        }
+    }
+}
+
+/// The error bound in ulp the 8-lane functions are held to in this build: 2 with AVX2 and FMA
+/// (the workspace's x86-64-v3 build), 4 otherwise.
 pub fn ulp_bound() -> u64 {
     if cfg!(all(target_feature = "avx2", target_feature = "fma")) {
         2
@@ -108,6 +191,8 @@ pub fn from_ordinal(ordinal: i64) -> f32 {
 pub struct Report {
     /// The function measured.
     pub activation: Activation,
+    /// Its vector form.
+    pub width: Width,
     /// Inputs evaluated (NaNs included).
     pub inputs: u64,
     /// Largest ulp distance to the rounded reference where the true value is at least
@@ -133,13 +218,14 @@ pub struct Report {
 }
 
 impl std::fmt::Display for Report {
-    /// One line: inputs, worst ulp and where, worst absolute error and where, and the worst
-    /// absolute error among results below `f32::MIN_POSITIVE`.
+    /// One line: the function and its width, inputs, worst ulp and where, worst absolute error
+    /// and where, and the worst absolute error among results below `f32::MIN_POSITIVE`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<8} {:>14} inputs: {} ulp at x = {:e}; max abs {:.3e} at x = {:e}; below MIN_POSITIVE abs {:.3e}",
+            "{:<8} {:>2} lanes {:>14} inputs: {} ulp at x = {:e}; max abs {:.3e} at x = {:e}; below MIN_POSITIVE abs {:.3e}",
             self.activation.name(),
+            self.width.lanes(),
             self.inputs,
             self.max_ulp,
             self.max_ulp_at,
@@ -159,10 +245,11 @@ fn push_limited<T>(v: &mut Vec<T>, item: T) {
 }
 
 impl Report {
-    /// An empty report for `activation`.
-    pub(crate) fn new(activation: Activation) -> Self {
+    /// An empty report for `activation` in `width`.
+    pub(crate) fn new(activation: Activation, width: Width) -> Self {
         Report {
             activation,
+            width,
             inputs: 0,
             max_ulp: 0,
             max_ulp_at: 0.0,
@@ -277,17 +364,18 @@ impl Report {
     }
 }
 
-/// Evaluates `activation` on the ordinals `start, start + stride, …` below `end` in increasing
-/// order, in blocks through the slice form.
+/// Evaluates `activation` in `width` (which this CPU runs) on the ordinals `start, start +
+/// stride, …` below `end` in increasing order, in blocks through the slice form.
 fn sweep_range(
     activation: Activation,
+    width: Width,
     start: i64,
     end: i64,
     stride: i64,
     progress: &AtomicU64,
 ) -> Report {
     const BLOCK: usize = 4096;
-    let mut report = Report::new(activation);
+    let mut report = Report::new(activation, width);
     let mut xs = Vec::with_capacity(BLOCK);
     let mut ys = Vec::with_capacity(BLOCK);
     let mut next = start;
@@ -299,7 +387,7 @@ fn sweep_range(
         }
         ys.clear();
         ys.extend_from_slice(&xs);
-        activation.apply(&mut ys);
+        activation.apply_in(width, &mut ys);
         for (&x, &y) in xs.iter().zip(&ys) {
             report.record(x, y);
         }
@@ -308,18 +396,38 @@ fn sweep_range(
     report
 }
 
-/// Sweeps every `stride`-th non-NaN input from −∞ to +∞ (stride 1: all of them), plus the NaN
-/// inputs at the same stride and the special values, on `threads` threads (0 counts as 1).
-/// `progress` is called now and then with the fraction done.
+/// Sweeps `activation` in `width` over every `stride`-th non-NaN input from −∞ to +∞ (stride
+/// 1: all of them), plus the NaN inputs at the same stride and the special values, on
+/// `threads` threads (0 counts as 1). `progress` is called now and then with the fraction done.
 ///
 /// # Errors
-/// When the system refuses to start a thread; the threads already started finish first.
+/// [`std::io::ErrorKind::Unsupported`] where this CPU does not run `width`
+/// ([`Width::is_available`]); and when the system refuses to start a thread, after the threads
+/// already started finish.
+///
+/// ```
+/// use gru_simd::activation::accuracy::{Activation, Width, sweep};
+/// // Every 2^20-th bit pattern, on one thread.
+/// let report = sweep(Activation::Sigmoid, Width::Eight, 1 << 20, 1, &|_| {})?;
+/// assert!(report.violations(Width::Eight.ulp_bound()).is_empty(), "{report}");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn sweep(
     activation: Activation,
+    width: Width,
     stride: u64,
     threads: usize,
     progress: &(dyn Fn(f64) + Sync),
 ) -> std::io::Result<Report> {
+    if !width.is_available() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!(
+                "this CPU does not run the {}-lane activations",
+                width.lanes()
+            ),
+        ));
+    }
     let stride = stride.max(1) as i64;
     let threads = threads.max(1) as i64;
     let total = 2 * MAX_ORDINAL + 1;
@@ -350,8 +458,9 @@ pub fn sweep(
                     (-MAX_ORDINAL + (t + 1) * chunk).min(MAX_ORDINAL + 1),
                 );
                 let done = &done;
-                std::thread::Builder::new()
-                    .spawn_scoped(scope, move || sweep_range(activation, lo, hi, stride, done))
+                std::thread::Builder::new().spawn_scoped(scope, move || {
+                    sweep_range(activation, width, lo, hi, stride, done)
+                })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok::<_, std::io::Error>(
@@ -368,7 +477,7 @@ pub fn sweep(
         .flat_map(|bits| [f32::from_bits(bits), f32::from_bits(bits | 0x8000_0000)])
         .collect();
     let inputs = nans.clone();
-    activation.apply(&mut nans);
+    activation.apply_in(width, &mut nans);
     for (x, y) in inputs.into_iter().zip(nans) {
         report.inputs += 1;
         if !y.is_nan() {
@@ -377,7 +486,7 @@ pub fn sweep(
     }
     for &(x, want) in activation.special_values() {
         let mut y = [x];
-        activation.apply(&mut y);
+        activation.apply_in(width, &mut y);
         if y[0].to_bits() != want.to_bits() {
             push_limited(&mut report.special_value_violations, (x, y[0]));
         }

@@ -7,13 +7,14 @@
 
 use std::arch::x86_64::{
     __m512, _CMP_LT_OQ, _mm512_add_ps, _mm512_and_si512, _mm512_castps_si512, _mm512_castsi512_ps,
-    _mm512_cmp_ps_mask, _mm512_div_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_mask_blend_ps,
-    _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_or_si512, _mm512_set1_ps,
-    _mm512_slli_epi32, _mm512_sub_ps, _mm512_xor_si512,
+    _mm512_cmp_ps_mask, _mm512_div_ps, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_loadu_ps,
+    _mm512_mask_blend_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_or_si512,
+    _mm512_set1_ps, _mm512_slli_epi32, _mm512_storeu_ps, _mm512_sub_ps, _mm512_xor_si512,
 };
 use std::ops::{Add, BitAnd, BitOr, BitXor, Div, Mul, Sub};
 
-use super::Lanes;
+use super::accuracy::Activation;
+use super::{Lanes, sigmoid_lanes, tanh_lanes};
 
 /// Sixteen f32 lanes in an AVX-512 register.
 ///
@@ -123,6 +124,38 @@ impl Lanes for F32x16 {
     }
 }
 
+/// `activation` of every element of `xs`, in place, sixteen lanes at a time as the 16-lane
+/// epilogues apply it; the tail goes through a zero-padded register, so nothing outside `xs` is
+/// read or written. For the accuracy sweep ([`Activation::apply_in`]).
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn apply_in_place(activation: Activation, xs: &mut [f32]) {
+    let apply = |lanes: &mut [f32; 16]| {
+        // SAFETY: the caller's CPU supports AVX-512F; `lanes` holds 16 floats.
+        unsafe {
+            let x = F32x16::new(_mm512_loadu_ps(lanes.as_ptr()));
+            let y = match activation {
+                Activation::Sigmoid => sigmoid_lanes(x),
+                Activation::Tanh => tanh_lanes(x),
+            };
+            _mm512_storeu_ps(lanes.as_mut_ptr(), y.get());
+        }
+    };
+    let mut chunks = xs.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        apply(chunk.try_into().expect("a chunk of 16"));
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let mut lanes = [0.0f32; 16];
+        lanes[..tail.len()].copy_from_slice(tail);
+        apply(&mut lanes);
+        tail.copy_from_slice(&lanes[..tail.len()]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
@@ -130,7 +163,7 @@ mod tests {
     use wide::f32x8;
 
     use super::F32x16;
-    use crate::activation::accuracy::{Activation, Report, from_ordinal, ordinal};
+    use crate::activation::accuracy::{Activation, Report, Width, from_ordinal, ordinal};
     use crate::activation::{sigmoid, sigmoid_lanes, tanh, tanh_lanes};
 
     /// Both activations of 16 inputs in 16 lanes and, beside, in two 8-lane halves.
@@ -197,7 +230,7 @@ mod tests {
         }
         // In increasing order, which the reports' monotonicity check needs.
         inputs.sort_by(f32::total_cmp);
-        let mut reports = Activation::ALL.map(Report::new);
+        let mut reports = Activation::ALL.map(|a| Report::new(a, Width::Sixteen));
         for chunk in inputs.chunks_exact(16) {
             let x: &[f32; 16] = chunk.try_into().unwrap();
             // SAFETY: the CPU supports AVX-512F, checked above.

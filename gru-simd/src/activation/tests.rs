@@ -1,7 +1,8 @@
 //! The activations tested alone against the f64 references: special values, every tail
-//! length, vector and slice forms bit for bit, a dense strided sweep and random slices.
+//! length, vector and slice forms bit for bit, a dense strided sweep and random slices; the
+//! slice tests, the sweep and the random slices in both widths where the CPU runs them.
 
-use super::accuracy::{Activation, from_ordinal, ordinal, sweep, ulp_bound};
+use super::accuracy::{Activation, Width, from_ordinal, ordinal, sweep};
 use super::{sigmoid, sigmoid_slice, tanh, tanh_slice};
 use proptest::prelude::*;
 use wide::f32x8;
@@ -16,14 +17,41 @@ fn stride() -> u64 {
         .unwrap_or(if cfg!(debug_assertions) { 4099 } else { 256 })
 }
 
+/// The widths this CPU runs (sixteen lanes only with AVX-512F, so not under valgrind).
+fn widths() -> impl Iterator<Item = Width> {
+    Width::ALL.into_iter().filter(|w| w.is_available())
+}
+
 #[test]
 fn dense_sweep_meets_the_bounds() {
-    for activation in Activation::ALL {
-        let report = sweep(activation, stride(), 2, &|_| {}).expect("two threads start");
-        println!("{report}");
-        let violations = report.violations(ulp_bound());
-        assert!(violations.is_empty(), "{violations:#?}");
-        assert!(report.inputs > (1u64 << 32) / stride());
+    for width in Width::ALL.iter().filter(|w| !w.is_available()) {
+        println!(
+            "no {}-lane activations on this CPU: not checked",
+            width.lanes()
+        );
+    }
+    for width in widths() {
+        for activation in Activation::ALL {
+            let report = sweep(activation, width, stride(), 2, &|_| {}).expect("threads start");
+            println!("{report}");
+            let violations = report.violations(width.ulp_bound());
+            assert!(violations.is_empty(), "{violations:#?}");
+            assert!(report.inputs > (1u64 << 32) / stride());
+        }
+    }
+}
+
+#[test]
+fn a_width_the_cpu_lacks_is_an_error() {
+    let result = sweep(Activation::Tanh, Width::Sixteen, 1 << 24, 1, &|_| {});
+    if Width::Sixteen.is_available() {
+        assert!(result.is_ok());
+    } else {
+        let error = result.expect_err("no AVX-512F");
+        assert_eq!(error.kind(), std::io::ErrorKind::Unsupported, "{error}");
+        let mut xs = [1.0f32; 3];
+        assert!(!Activation::Tanh.apply_in(Width::Sixteen, &mut xs));
+        assert_eq!(xs, [1.0; 3], "untouched");
     }
 }
 
@@ -78,26 +106,38 @@ fn probe(len: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Each element of a slice of any length, at any offset, the same bits as the value alone
+/// (in the 8-lane vector form, or in 16 lanes a slice of one), nothing outside it touched.
 #[test]
 fn every_tail_length_touches_only_its_slice() {
-    for activation in Activation::ALL {
-        for len in 0..=17 {
-            for offset in 0..3 {
-                // A guard value on both sides, and an unaligned start.
-                let mut buf = vec![7.0f32; len + offset + 1];
-                buf[offset..offset + len].copy_from_slice(&probe(len, offset));
-                let xs = buf[offset..offset + len].to_vec();
-                activation.apply(&mut buf[offset..offset + len]);
-                assert!(buf[..offset].iter().all(|&g| g == 7.0), "{len}/{offset}");
-                assert_eq!(buf[offset + len], 7.0, "{len}/{offset}");
-                for (k, &x) in xs.iter().enumerate() {
-                    let single = vector_of(activation, x);
-                    assert_eq!(
-                        buf[offset + k].to_bits(),
-                        single.to_bits(),
-                        "{} len {len} at {k}",
-                        activation.name()
-                    );
+    for width in widths() {
+        for activation in Activation::ALL {
+            for len in 0..=2 * width.lanes() + 1 {
+                for offset in 0..3 {
+                    // A guard value on both sides, and an unaligned start.
+                    let mut buf = vec![7.0f32; len + offset + 1];
+                    buf[offset..offset + len].copy_from_slice(&probe(len, offset));
+                    let xs = buf[offset..offset + len].to_vec();
+                    assert!(activation.apply_in(width, &mut buf[offset..offset + len]));
+                    assert!(buf[..offset].iter().all(|&g| g == 7.0), "{len}/{offset}");
+                    assert_eq!(buf[offset + len], 7.0, "{len}/{offset}");
+                    for (k, &x) in xs.iter().enumerate() {
+                        let single = match width {
+                            Width::Eight => vector_of(activation, x),
+                            Width::Sixteen => {
+                                let mut one = [x];
+                                assert!(activation.apply_in(width, &mut one));
+                                one[0]
+                            }
+                        };
+                        assert_eq!(
+                            buf[offset + k].to_bits(),
+                            single.to_bits(),
+                            "{} in {} lanes, len {len} at {k}",
+                            activation.name(),
+                            width.lanes()
+                        );
+                    }
                 }
             }
         }
@@ -140,14 +180,19 @@ fn ordinals_walk_the_floats_in_order() {
 proptest! {
     #[test]
     fn random_slices_match_the_reference(xs in proptest::collection::vec(-100.0f32..100.0, 0..100)) {
-        for activation in Activation::ALL {
+        for (width, activation) in widths().flat_map(|w| Activation::ALL.map(|a| (w, a))) {
             let mut ys = xs.clone();
-            activation.apply(&mut ys);
+            prop_assert!(activation.apply_in(width, &mut ys));
             for (&x, &y) in xs.iter().zip(&ys) {
                 let want = activation.reference(x);
                 if want.abs() >= f64::from(f32::MIN_POSITIVE) {
                     let ulp = (ordinal(y) - ordinal(want as f32)).unsigned_abs();
-                    prop_assert!(ulp <= ulp_bound(), "{}({x}) = {y}, want {want}", activation.name());
+                    prop_assert!(
+                        ulp <= width.ulp_bound(),
+                        "{}({x}) = {y} in {} lanes, want {want}",
+                        activation.name(),
+                        width.lanes()
+                    );
                 } else {
                     prop_assert!((f64::from(y) - want).abs() <= f64::from(f32::MIN_POSITIVE));
                 }
