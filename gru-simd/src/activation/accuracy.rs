@@ -1,6 +1,7 @@
 //! Measuring [`sigmoid`](super::sigmoid) and [`tanh`](super::tanh) against f64 references
-//! over all (or an evenly strided subset of) f32 inputs: ulp error, absolute error, range,
-//! monotonicity and special values. Used by the tests and by `gru accuracy`.
+//! over all (or an evenly strided subset of) f32 inputs, in either vector width ([`Width`]):
+//! ulp error, absolute error, range, monotonicity and special values. Used by the tests and by
+//! `gru accuracy`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
