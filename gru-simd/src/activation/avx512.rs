@@ -14,7 +14,7 @@ use std::arch::x86_64::{
 use std::ops::{Add, BitAnd, BitOr, BitXor, Div, Mul, Sub};
 
 use super::accuracy::Activation;
-use super::{Lanes, sigmoid_lanes, tanh_lanes};
+use super::{Lanes, for_each_vector, sigmoid_lanes, tanh_lanes};
 
 /// Sixteen f32 lanes in an AVX-512 register.
 ///
@@ -132,7 +132,7 @@ impl Lanes for F32x16 {
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn apply_in_place(activation: Activation, xs: &mut [f32]) {
-    let apply = |lanes: &mut [f32; 16]| {
+    for_each_vector(xs, |lanes: &mut [f32; 16]| {
         // SAFETY: the caller's CPU supports AVX-512F; `lanes` holds 16 floats.
         unsafe {
             let x = F32x16::new(_mm512_loadu_ps(lanes.as_ptr()));
@@ -142,18 +142,7 @@ pub(crate) unsafe fn apply_in_place(activation: Activation, xs: &mut [f32]) {
             };
             _mm512_storeu_ps(lanes.as_mut_ptr(), y.get());
         }
-    };
-    let mut chunks = xs.chunks_exact_mut(16);
-    for chunk in &mut chunks {
-        apply(chunk.try_into().expect("a chunk of 16"));
-    }
-    let tail = chunks.into_remainder();
-    if !tail.is_empty() {
-        let mut lanes = [0.0f32; 16];
-        lanes[..tail.len()].copy_from_slice(tail);
-        apply(&mut lanes);
-        tail.copy_from_slice(&lanes[..tail.len()]);
-    }
+    });
 }
 
 #[cfg(test)]

@@ -214,22 +214,31 @@ pub fn tanh(x: f32x8) -> f32x8 {
     tanh_lanes(x)
 }
 
-/// Applies `f` to every element of `xs` in place, eight at a time; the tail goes through a
-/// zero-padded register so nothing outside `xs` is read or written.
+/// Calls `f` on every run of `N` consecutive elements of `xs` in place, the last, shorter run
+/// zero-padded to `N` (and the padding dropped after), so that nothing outside `xs` is read or
+/// written: the slice forms of either width.
 #[inline(always)]
-fn map_in_place(xs: &mut [f32], f: impl Fn(f32x8) -> f32x8) {
-    let mut chunks = xs.chunks_exact_mut(8);
+pub(crate) fn for_each_vector<const N: usize>(xs: &mut [f32], mut f: impl FnMut(&mut [f32; N])) {
+    let mut chunks = xs.chunks_exact_mut(N);
     for chunk in &mut chunks {
-        let lanes: [f32; 8] = (*chunk).try_into().expect("chunk of 8");
-        chunk.copy_from_slice(&f(f32x8::from(lanes)).to_array());
+        f(chunk.try_into().expect("a chunk of N"));
     }
     let tail = chunks.into_remainder();
     if !tail.is_empty() {
-        let mut lanes = [0.0f32; 8];
+        let mut lanes = [0.0f32; N];
         lanes[..tail.len()].copy_from_slice(tail);
+        f(&mut lanes);
         let len = tail.len();
-        tail.copy_from_slice(&f(f32x8::from(lanes)).to_array()[..len]);
+        tail.copy_from_slice(&lanes[..len]);
     }
+}
+
+/// Applies `f` to every element of `xs` in place, eight at a time.
+#[inline(always)]
+fn map_in_place(xs: &mut [f32], f: impl Fn(f32x8) -> f32x8) {
+    for_each_vector(xs, |lanes: &mut [f32; 8]| {
+        *lanes = f(f32x8::from(*lanes)).to_array();
+    });
 }
 
 /// [`sigmoid`] of every element, in place; any length, any alignment.
