@@ -69,16 +69,32 @@ struct AccuracyArgs {
 }
 
 fn activation_width(text: &str) -> Result<Width, String> {
-    let width = match text {
-        "8" => Width::Eight,
-        "16" => Width::Sixteen,
+    lanes_option(
+        text,
+        [Width::Eight, Width::Sixteen],
+        |w| w.is_available(),
+        "activations",
+    )
+}
+
+/// A `--lanes` value: `eight` for "8", `sixteen` for "16", the one this CPU can run (sixteen
+/// lanes need AVX-512F, which the error names along with `what` would use them).
+fn lanes_option<T>(
+    text: &str,
+    [eight, sixteen]: [T; 2],
+    runs_here: impl Fn(&T) -> bool,
+    what: &str,
+) -> Result<T, String> {
+    let choice = match text {
+        "8" => eight,
+        "16" => sixteen,
         _ => return Err(format!("--lanes must be 8 or 16, not {text:?}")),
     };
-    if width.is_available() {
-        Ok(width)
+    if runs_here(&choice) {
+        Ok(choice)
     } else {
         Err(format!(
-            "{text}-lane activations need AVX-512F, which this CPU lacks"
+            "{text}-lane {what} need AVX-512F, which this CPU lacks"
         ))
     }
 }
@@ -134,18 +150,12 @@ struct BenchArgs {
 }
 
 fn lane_count(text: &str) -> Result<PanelLayout, String> {
-    let layout = match text {
-        "8" => PanelLayout::Contiguous,
-        "16" => PanelLayout::Pairs,
-        _ => return Err(format!("--lanes must be 8 or 16, not {text:?}")),
-    };
-    if layout.is_supported() {
-        Ok(layout)
-    } else {
-        Err(format!(
-            "{text}-lane tiles need AVX-512F, which this CPU lacks"
-        ))
-    }
+    lanes_option(
+        text,
+        [PanelLayout::Contiguous, PanelLayout::Pairs],
+        |layout| layout.is_supported(),
+        "tiles",
+    )
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
