@@ -77,8 +77,9 @@ fn activation_width(text: &str) -> Result<Width, String> {
     )
 }
 
-/// A `--lanes` value: `eight` for "8", `sixteen` for "16", the one this CPU can run (sixteen
-/// lanes need AVX-512F, which the error names along with `what` would use them).
+/// A `--lanes` value: `eight` for "8", `sixteen` for "16". Any other text is an error, and so
+/// is a choice this CPU cannot run (`runs_here`): sixteen lanes need AVX-512F, and the error
+/// says so, naming `what` would run in them.
 fn lanes_option<T>(
     text: &str,
     [eight, sixteen]: [T; 2],
