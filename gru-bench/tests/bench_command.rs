@@ -183,7 +183,7 @@ fn accuracy_reports_each_width_the_cpu_runs() {
         "--threads",
         "1",
     ];
-    let has_avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    let has_avx512 = gru_simd::activation::accuracy::Width::Sixteen.is_available();
     let out = gru(&sweep);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
